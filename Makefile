@@ -1,0 +1,62 @@
+# One command each, on a fresh machine: `make serve` runs the server, `make test` runs the tests.
+# Both create the project's virtual environment first if it is missing or out of date.
+
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+PROTO   := protos/ollama/v1/ollama.proto
+GEN     := protos/ollama/v1/ollama_pb2.py protos/ollama/v1/ollama_pb2_grpc.py protos/ollama/v1/ollama_pb2.pyi
+NODE_DEPS := tests/polyglot/node_modules/.installed
+
+.PHONY: all setup serve test protos check-protos bench system-deps clean
+
+all: setup
+
+# llama-cpp-python is built once into a cache outside the checkout (scripts/llama-wheel.sh says why).
+$(STAMP): pyproject.toml scripts/llama-wheel.sh
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	wheels=$$(PYTHON=$(PY) scripts/llama-wheel.sh) && \
+	  $(PY) -m pip install -q --find-links "$$wheels" --only-binary llama-cpp-python -e '.[test]'
+	touch $@
+
+setup: $(STAMP) $(GEN)
+
+# Generated code is committed (so an install from git works) and checked for staleness by check-protos.
+$(GEN) &: $(PROTO) | $(STAMP)
+	$(PY) -m grpc_tools.protoc -I . -I protos/third_party \
+	  --python_out=. --grpc_python_out=. --pyi_out=. $(PROTO)
+
+protos: | $(STAMP)
+	$(PY) -m grpc_tools.protoc -I . -I protos/third_party \
+	  --python_out=. --grpc_python_out=. --pyi_out=. $(PROTO)
+
+check-protos: | $(STAMP)
+	@tmp=$$(mktemp -d) && \
+	$(PY) -m grpc_tools.protoc -I . -I protos/third_party \
+	  --python_out=$$tmp --grpc_python_out=$$tmp --pyi_out=$$tmp $(PROTO) && \
+	for f in $(GEN); do cmp -s $$f $$tmp/$$f || { echo "stale generated code: $$f (run make protos)"; exit 1; }; done; \
+	rm -rf $$tmp; echo "generated code is up to date"
+
+# The registry tests need Debian's docker-registry; installed when missing and we may (root).
+system-deps:
+	@command -v docker-registry >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq docker-registry; \
+	  else echo "docker-registry missing: sudo apt-get install docker-registry (registry tests will fail)"; fi; }
+
+$(NODE_DEPS): tests/polyglot/package.json tests/polyglot/package-lock.json
+	cd tests/polyglot && npm ci --silent --no-audit --no-fund
+	touch $@
+
+serve: setup
+	$(VENV)/bin/corral serve
+
+test: setup system-deps $(NODE_DEPS)
+	$(PY) -m pytest tests
+
+bench: setup system-deps
+	$(PY) bench/blobs.py
+	$(PY) bench/tags.py
+
+clean:
+	rm -rf $(VENV) tests/polyglot/node_modules

@@ -1,0 +1,61 @@
+"""NDJSON streams over a server-streaming gRPC call.
+
+HTTP needs its status before the body while gRPC sends its status last, so the first message is read
+before answering: an error before it becomes an HTTP status with a JSON error body, an error after it
+becomes a final {"error": ...} line. When the HTTP client goes away the WSGI server closes the body
+generator, and closing it cancels the gRPC call, which stops the work behind it.
+"""
+
+import json
+
+import grpc
+from flask import Response
+
+from rest_shim.errors import rpc_error_response
+
+NDJSON = "application/x-ndjson"
+
+
+def _line(obj: dict) -> bytes:
+    return (json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+
+
+def json_response(obj, status: int = 200) -> Response:
+    return Response(
+        json.dumps(obj, ensure_ascii=False, separators=(",", ":")),
+        status=status,
+        content_type="application/json; charset=utf-8",
+    )
+
+
+def ndjson(call, to_json, stream: bool = True, merge=None) -> Response:
+    """Answer with the call's messages as NDJSON, or as one JSON object when stream is False.
+
+    merge(list_of_dicts) -> dict builds the single object; by default it is the last message.
+    """
+    messages = iter(call)
+    try:
+        first = next(messages, None)
+        if not stream:
+            lines = [] if first is None else [to_json(first)]
+            lines.extend(to_json(m) for m in messages)
+            return json_response(merge(lines) if merge else (lines[-1] if lines else {}))
+    except grpc.RpcError as error:
+        return rpc_error_response(error)
+    finally:
+        if not stream:
+            call.cancel()
+
+    def body():
+        try:
+            if first is not None:
+                yield _line(to_json(first))
+            for m in messages:
+                yield _line(to_json(m))
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.CANCELLED:
+                yield _line({"error": error.details() or error.code().name.lower()})
+        finally:
+            call.cancel()
+
+    return Response(body(), status=200, content_type=NDJSON)

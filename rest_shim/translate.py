@@ -1,0 +1,88 @@
+"""Pure protobuf -> Ollama JSON conversions shared by the routes.
+
+Ollama JSON is not protobuf JSON: json_format would drop `false` and zero values, print int64 as strings
+and camelCase names, so each shape is written out explicitly here.
+"""
+
+import math
+from datetime import datetime, timezone
+
+from google.protobuf.json_format import MessageToDict
+
+
+def rfc3339(ts, utc: bool = False) -> str:
+    """A Timestamp as RFC 3339 with nanoseconds: UTC 'Z' (created_at) or the local offset (modified_at)."""
+    seconds, nanos = ts.seconds, ts.nanos
+    moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
+    if not utc:
+        moment = moment.astimezone()
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{nanos:09d}"
+    if utc:
+        return text + "Z"
+    offset = moment.strftime("%z")
+    return text + offset[:3] + ":" + offset[3:]
+
+
+def struct_to_dict(struct) -> dict:
+    """Struct -> dict with integral numbers back as ints (Struct keeps every number as a double)."""
+    return _ints(MessageToDict(struct))
+
+
+def _ints(value):
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _ints(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_ints(v) for v in value]
+    return value
+
+
+def details(d) -> dict:
+    return {
+        "parent_model": d.parent_model,
+        "format": d.format,
+        "family": d.family,
+        "families": list(d.families) or None,
+        "parameter_size": d.parameter_size,
+        "quantization_level": d.quantization_level,
+    }
+
+
+def progress(p) -> dict:
+    """ProgressResponse -> {"status", "digest"?, "total"?, "completed"?} (zero values omitted)."""
+    out = {"status": p.status}
+    if p.digest:
+        out["digest"] = p.digest
+    if p.total:
+        out["total"] = p.total
+    if p.completed:
+        out["completed"] = p.completed
+    return out
+
+
+def message(m) -> dict:
+    out = {"role": m.role, "content": m.content}
+    if m.thinking:
+        out["thinking"] = m.thinking
+    if m.images:
+        import base64
+
+        out["images"] = [base64.b64encode(i).decode() for i in m.images]
+    if m.tool_calls:
+        out["tool_calls"] = [struct_to_dict(t) for t in m.tool_calls]
+    if m.tool_name:
+        out["tool_name"] = m.tool_name
+    if m.tool_call_id:
+        out["tool_call_id"] = m.tool_call_id
+    return out
+
+
+def metrics(m, out: dict) -> dict:
+    """Adds the non-zero metrics of a Metrics message to out (Ollama omits zero values)."""
+    for key in ("total_duration", "load_duration", "prompt_eval_count", "prompt_eval_duration",
+                "eval_count", "eval_duration"):
+        value = getattr(m, key)
+        if value:
+            out[key] = value
+    return out

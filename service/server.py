@@ -1,0 +1,71 @@
+"""Builds the gRPC server: the Ollama servicer plus the standard health and reflection services.
+
+`create_server` returns the server and its bound port so tests can bind port 0; `serve` in service/cli.py
+adds the REST shim and signal handling around it.
+"""
+
+import logging
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from protos.ollama.v1 import ollama_pb2 as pb
+from protos.ollama.v1 import ollama_pb2_grpc as pb_grpc
+from service.servicer import OllamaServicer
+from store.models import ModelStore
+
+log = logging.getLogger("corral.service")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Ollama"].full_name
+
+# Show(verbose) of a large vocabulary and big embedding batches exceed gRPC's 4 MiB default.
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+]
+
+
+def _optional(factory, store):
+    """Inference and transfers are optional parts: without them their RPCs answer UNIMPLEMENTED."""
+    try:
+        return factory(store)
+    except ImportError:
+        log.warning("%s unavailable", factory.__name__, exc_info=True)
+        return None
+
+
+def build_servicer(store: ModelStore) -> OllamaServicer:
+    from service.inference import Inference
+    from service.transfer import Transfer
+
+    return OllamaServicer(store, inference=_optional(Inference, store), transfer=_optional(Transfer, store))
+
+
+def create_server(store: ModelStore, address: str = "127.0.0.1:50051", max_workers: int = 64):
+    """Returns (server, servicer, port); the server is not started."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), options=CHANNEL_OPTIONS)
+    servicer = build_servicer(store)
+    pb_grpc.add_OllamaServicer_to_server(servicer, server)
+
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server,
+    )
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot listen on {address}")
+    return server, servicer, port
+
+
+def close_servicer(servicer: OllamaServicer):
+    for part in (servicer.inference, servicer.transfer):
+        if part is not None and hasattr(part, "close"):
+            part.close()
