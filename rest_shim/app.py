@@ -6,6 +6,7 @@ import logging
 import grpc
 from flask import Flask, Response
 
+from rest_shim import guards
 from rest_shim.client import Client
 from rest_shim.errors import HTTPError, error_response, rpc_error_response
 
@@ -14,9 +15,11 @@ log = logging.getLogger("corral.shim")
 BLUEPRINTS = ("rest_shim.routes_models", "rest_shim.routes_transfer", "rest_shim.routes_inference")
 
 
-def create_app(grpc_target: str) -> Flask:
+def create_app(grpc_target: str, loopback: bool = True) -> Flask:
+    """The shim for a gRPC target; `loopback` turns on the Host guard (only when we listen on loopback)."""
     app = Flask("corral")
     app.extensions["corral"] = Client(grpc_target)
+    guards.install(app, loopback)
     for module_name in BLUEPRINTS:
         try:
             module = importlib.import_module(module_name)

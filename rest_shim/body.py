@@ -151,7 +151,7 @@ def options(body: dict) -> struct_pb2.Struct | None:
 # -- keep_alive: a number of seconds or a Go duration string -------------------------------------------
 
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_PIECE = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)?")
+_PIECE = re.compile(r"(\d+\.?\d*|\.\d+)([^\d.]*)")
 _GO_TYPES = {bool: "bool", list: "[]interface {}", dict: "map[string]interface {}"}
 
 
@@ -173,8 +173,10 @@ def parse_go_duration(text: str) -> float:
         if not match:
             raise ValueError(f"time: invalid duration {quoted}")
         number, unit = match.groups()
-        if unit is None:
+        if not unit:
             raise ValueError(f"time: missing unit in duration {quoted}")
+        if unit not in _UNITS:
+            raise ValueError(f'time: unknown unit "{unit}" in duration {quoted}')
         total += float(number) * _UNITS[unit]
         pos = match.end()
     return sign * total

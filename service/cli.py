@@ -5,11 +5,13 @@ the shim in front of a remote Corral service.
 """
 
 import argparse
+import ipaddress
 import logging
 import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from urllib.parse import urlsplit
 
 log = logging.getLogger("corral")
@@ -27,6 +29,13 @@ def ollama_host(value: str | None) -> tuple[str, int]:
     default_port = {"http": 80, "https": 443}.get(parts.scheme, 11434) if scheme_given else 11434
     host = parts.hostname or "127.0.0.1"
     return host, parts.port or default_port
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _env(name: str, default: str) -> str:
@@ -56,7 +65,7 @@ def serve(args) -> int:
 
     if not args.no_http:
         host, port = ollama_host(args.http_address or os.environ.get("OLLAMA_HOST"))
-        app = create_app(target or _env("CORRAL_GRPC_TARGET", DEFAULT_GRPC))
+        app = create_app(target or _env("CORRAL_GRPC_TARGET", DEFAULT_GRPC), loopback=_is_loopback(host))
         http_server = create_http_server(app, host, port, args.http_threads)
         log.info("REST (Ollama API) listening on http://%s:%d -> gRPC %s", host, http_server.bind_addr[1], target)
         serve_in_thread(http_server)
@@ -90,6 +99,11 @@ def main(argv=None) -> int:
     p.add_argument("--no-grpc", action="store_true", help="run only the REST shim")
     p.add_argument("--no-http", action="store_true", help="run only the gRPC server")
     p.add_argument("--http-threads", type=int, default=64, help="REST worker threads (streams hold one each)")
+    c = sub.add_parser("create", help="create a model from a Modelfile on a running server")
+    c.add_argument("name")
+    c.add_argument("-f", "--file", default="Modelfile", help="Modelfile path (default %(default)s)")
+    c.add_argument("-q", "--quantize", default="", help="quantize to this type, e.g. q4_K_M")
+    c.add_argument("--grpc-target", default=_env("CORRAL_GRPC_TARGET", DEFAULT_GRPC))
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if _env("OLLAMA_DEBUG", "") not in ("", "0", "false") else logging.INFO,
@@ -99,6 +113,10 @@ def main(argv=None) -> int:
         if args.no_grpc and args.no_http:
             parser.error("--no-grpc and --no-http leave nothing to run")
         return serve(args)
+    if args.command == "create":
+        from service.create_cli import run_create
+
+        return run_create(args.grpc_target, args.name, Path(args.file), args.quantize)
     return 2
 
 

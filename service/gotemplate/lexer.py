@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .values import go_quote
+
 LEFT, RIGHT = "{{", "}}"
 SPACE_CHARS = " \t\r\n"
 
@@ -37,8 +39,6 @@ class Token:
             return self.val
         if self.typ in KEYWORDS or self.typ in (DOT, NIL):
             return f"<{self.val}>"
-        from .values import go_quote
-
         if len(self.val) > 10:
             return go_quote(self.val[:10]) + "..."
         return go_quote(self.val)
@@ -212,7 +212,7 @@ class _Lexer:
             elif c == "$":
                 if not self.field_or_variable(VARIABLE):
                     return False
-            elif c == "." and not (self.peek() and "0" <= self.peek() <= "9"):
+            elif c == "." and self.peek() and not "0" <= self.peek() <= "9":  # at EOF "." is a number
                 if not self.field_or_variable(FIELD):
                     return False
             elif c in "+-." or "0" <= c <= "9":
@@ -280,7 +280,7 @@ class _Lexer:
     def number(self) -> bool:
         if not self.scan_number():
             return self.error("bad number syntax: %s" % _q(self.s[self.start : self.pos]))
-        if self.peek() in ("+", "-") and self.peek() != "":
+        if self.peek() and self.peek() in "+-":
             # Complex constants (1+2i) are not supported.
             self.scan_number()
             return self.error("bad number syntax: %s" % _q(self.s[self.start : self.pos]))
@@ -321,8 +321,6 @@ def _rune(c: str) -> str:
 
 
 def _q(s: str) -> str:
-    from .values import go_quote
-
     return go_quote(s)
 
 

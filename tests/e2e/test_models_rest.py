@@ -31,11 +31,10 @@ def test_official_client_walkthrough(ollama_client, tiny_gguf, tmp_path):
     assert entry.size > tiny_gguf.stat().st_size
 
     shown = ollama_client.show("tiny")
-    assert shown.system == "Be brief."
+    assert "\nSYSTEM Be brief.\n" in shown.modelfile
     assert shown.modelinfo["general.architecture"] == "llama"
     assert shown.modelinfo["tokenizer.ggml.tokens"] is None  # arrays are nulled unless verbose
-    verbose = ollama_client.show("tiny")  # client 0.6 has no verbose flag: checked with raw requests below
-    assert verbose.details.family == "llama"
+    assert shown.details.family == "llama" and shown.capabilities == ["completion"]
 
     ollama_client.copy("tiny", "tiny-backup")
     assert "tiny-backup:latest" in {m.model for m in ollama_client.list().models}
@@ -116,12 +115,14 @@ def test_create_stream_shapes_and_errors(shim, tiny_gguf):
     assert (r.status_code, r.json()) == (200, {"status": "success"})
     assert r.headers["Content-Type"].startswith("application/json")
 
+    text_digest = "sha256:" + hashlib.sha256(b"just text").hexdigest()
+    requests.post(f"{shim.url}/api/blobs/{text_digest}", data=b"just text").raise_for_status()
     cases = [
         ({"model": "x"}, 400, "neither 'from' or 'files' was specified"),
         ({"model": "bad name!", "from": "m"}, 400, "invalid model name"),
         ({"model": "x", "files": {"../a.gguf": digest}}, 400, "file path must be relative"),
         ({"model": "x", "files": {"a.gguf": ""}}, 400, "invalid digest format"),
-        ({"model": "x", "files": {"a.txt": digest}}, 400, "unknown type"),
+        ({"model": "x", "files": {"a.txt": text_digest}}, 400, "unknown type"),
     ]
     for req, status, text in cases:
         r = requests.post(shim.url + "/api/create", json=req)

@@ -1,0 +1,98 @@
+"""Blob upload throughput: POST /api/blobs and gRPC PushBlob against the machine's own limits.
+
+Prints each upload's speed as a ratio to the slower of two raw baselines measured in the same run
+(hashlib sha256 of the file; a plain copy with fsync), target >= 0.7, and the server's peak RSS growth
+(target < 64 MiB: an upload must stream, never sit in memory).
+"""
+
+import hashlib
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.harness import corral_server  # noqa: E402
+from protos.ollama.v1 import ollama_pb2 as pb, ollama_pb2_grpc as pb_grpc  # noqa: E402
+
+SIZE = int(os.environ.get("BENCH_BLOB_MIB", "1024")) * 1024 * 1024
+CHUNK = 1024 * 1024
+
+
+def make_file(path: Path) -> str:
+    h = hashlib.sha256()
+    block = os.urandom(CHUNK)
+    with open(path, "wb") as f:
+        for i in range(SIZE // CHUNK):
+            piece = block[:-8] + i.to_bytes(8, "little")
+            h.update(piece)
+            f.write(piece)
+    return "sha256:" + h.hexdigest()
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def baseline_hash(path: Path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+
+
+def baseline_copy(path: Path, dst: Path):
+    with open(path, "rb") as src, open(dst, "wb") as out:
+        shutil.copyfileobj(src, out, CHUNK)
+        out.flush()
+        os.fsync(out.fileno())
+    dst.unlink()
+
+
+def main():
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP", "/var/tmp")) as tmp:
+        src = Path(tmp) / "blob.bin"
+        digest = make_file(src)
+        gib = SIZE / 2**30
+        t_hash = timed(lambda: baseline_hash(src))
+        t_copy = timed(lambda: baseline_copy(src, Path(tmp) / "copy.bin"))
+        limit = max(t_hash, t_copy)
+        print(f"blob {gib:.2f} GiB | sha256 {gib / t_hash:.2f} GiB/s | copy+fsync {gib / t_copy:.2f} GiB/s")
+
+        with corral_server() as srv:
+            base = srv.rss_mib()
+            blob = srv.store / "blobs" / ("sha256-" + digest.split(":")[1])
+
+            def http_upload():
+                with open(src, "rb") as f:
+                    r = requests.post(f"{srv.url}/api/blobs/{digest}", data=f)
+                assert r.status_code == 201, (r.status_code, r.text)
+
+            stub = pb_grpc.OllamaStub(grpc.insecure_channel(srv.target))
+
+            def grpc_upload():
+                def messages():
+                    yield pb.PushBlobRequest(digest=digest)
+                    with open(src, "rb") as f:
+                        while chunk := f.read(CHUNK):
+                            yield pb.PushBlobRequest(data=chunk)
+
+                assert stub.PushBlob(messages()).created
+
+            for label, upload in (("REST POST /api/blobs", http_upload), ("gRPC PushBlob", grpc_upload)):
+                seconds = timed(upload)
+                assert blob.exists()
+                blob.unlink()
+                print(f"{label:22s} {gib / seconds:.2f} GiB/s  ratio to limit {limit / seconds:.2f} (target >= 0.7)")
+            print(f"server peak RSS growth {srv.peak_mib() - base:.1f} MiB (target < 64 MiB)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Shared bench plumbing: run `corral serve` as a child process on free loopback ports, read its memory.
+
+Benchmarks measure the real server the way a user runs it, in its own process, so RSS figures are the
+server's own and not the benchmark's.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import grpc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_kib(pid: int, field: str = "VmRSS") -> int:
+    """VmRSS (now) or VmHWM (peak since start) of a process, in KiB, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+class Running:
+    def __init__(self, proc, url, target, store):
+        self.proc, self.url, self.target, self.store = proc, url, target, store
+
+    def rss_mib(self) -> float:
+        return rss_kib(self.proc.pid) / 1024
+
+    def peak_mib(self) -> float:
+        return rss_kib(self.proc.pid, "VmHWM") / 1024
+
+
+@contextmanager
+def corral_server(store: Path | None = None):
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP", "/var/tmp")) as tmp:
+        store = store or Path(tmp) / "models"
+        http, rpc = free_port(), free_port()
+        env = dict(os.environ, OLLAMA_MODELS=str(store), OLLAMA_HOST=f"127.0.0.1:{http}", NO_PROXY="*")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "serve", "--grpc-address", f"127.0.0.1:{rpc}"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        try:
+            channel = grpc.insecure_channel(f"127.0.0.1:{rpc}")
+            grpc.channel_ready_future(channel).result(timeout=30)
+            channel.close()
+            deadline = time.time() + 30
+            while time.time() < deadline:
+                try:
+                    socket.create_connection(("127.0.0.1", http), timeout=1).close()
+                    break
+                except OSError:
+                    time.sleep(0.05)
+            yield Running(proc, f"http://127.0.0.1:{http}", f"127.0.0.1:{rpc}", store)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+def percentile(values, q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]

@@ -1,0 +1,80 @@
+"""`corral create NAME -f Modelfile`: the Ollama CLI's create flow, as a gRPC client of a running server.
+
+The Modelfile is parsed here with the same parser the server uses for the legacy `modelfile` field
+(store/modelfile.py); files it names (FROM ./model.gguf, ADAPTER ./lora.gguf, a safetensors folder) are
+uploaded as blobs first, then one Create call streams the server's progress lines.
+"""
+
+import hashlib
+import sys
+from pathlib import Path
+
+import grpc
+
+from protos.ollama.v1 import ollama_pb2 as pb
+from protos.ollama.v1 import ollama_pb2_grpc as pb_grpc
+from store.errors import CorralError
+from store.modelfile import modelfile_to_create, parse_modelfile
+
+CHUNK = 1024 * 1024
+
+
+def _uploader(stub):
+    def upload(path: Path) -> str:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(CHUNK):
+                h.update(chunk)
+        digest = "sha256:" + h.hexdigest()
+
+        def messages():
+            yield pb.PushBlobRequest(digest=digest)
+            with open(path, "rb") as f:
+                while chunk := f.read(CHUNK):
+                    yield pb.PushBlobRequest(data=chunk)
+
+        try:
+            stub.BlobExists(pb.BlobExistsRequest(digest=digest))
+        except grpc.RpcError as err:
+            if err.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+            print(f"uploading {path.name}", file=sys.stderr)
+            stub.PushBlob(messages())
+        return digest
+
+    return upload
+
+
+def build_request(stub, name: str, modelfile: Path, quantize: str = "") -> pb.CreateRequest:
+    fields = modelfile_to_create(parse_modelfile(modelfile.read_bytes()), base_dir=modelfile.parent,
+                                 import_file=_uploader(stub))
+    req = pb.CreateRequest(model=name, quantize=quantize, license=fields.get("license", []))
+    setattr(req, "from", fields.get("from", ""))
+    req.files.update(fields.get("files", {}))
+    req.adapters.update(fields.get("adapters", {}))
+    for key in ("template", "system"):
+        if key in fields:
+            setattr(req, key, fields[key])
+    if fields.get("parameters"):
+        from service.status import dict_to_struct
+
+        req.parameters.CopyFrom(dict_to_struct(fields["parameters"]))
+    for m in fields.get("messages", []):
+        req.messages.add(role=m["role"], content=m["content"])
+    return req
+
+
+def run_create(target: str, name: str, modelfile: Path, quantize: str = "") -> int:
+    stub = pb_grpc.OllamaStub(grpc.insecure_channel(target))
+    try:
+        req = build_request(stub, name, modelfile, quantize)
+        for line in stub.Create(req):
+            extra = f" {line.completed}/{line.total}" if line.total else ""
+            print(line.status + extra)
+    except CorralError as err:
+        print(f"Error: {err.message}", file=sys.stderr)
+        return 1
+    except grpc.RpcError as err:
+        print(f"Error: {err.details()}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,179 @@
+"""The inference engine as the service sees it: names in, vectors and text out, models loaded on demand.
+
+Why this layer: service/inference.py should only translate protobuf, and the scheduler should know
+nothing about models. This module joins them: it resolves a name to the store's ModelSpec (with each
+endpoint's own error texts), merges options, validates the GGUF before a runner may load it, picks the
+scheduler key (model file + adapters, so copies of a model share one runner), runs the request on a
+leased runner and measures Ollama's durations. Generate and chat live in textgen.py on top of this.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from service.engine import options as opts_mod
+from service.engine.config import EngineConfig, keep_alive_seconds
+from service.engine.runner import Runner
+from service.engine.scheduler import Scheduler
+from service.engine.validate import check_adapter, check_model
+from store.errors import InvalidArgument, NotFound
+from store.names import parse_name
+
+DEFAULT = "default"  # keep_alive not given: the server default applies
+PACK_TOKENS = int(os.environ.get("CORRAL_EMBED_PACK_TOKENS", "32") or 32)
+
+
+def keep_alive_arg(seconds: float | None) -> object:
+    """A request's keep_alive (None = unset, negative = forever) as the scheduler wants it."""
+    return DEFAULT if seconds is None else keep_alive_seconds(seconds)
+
+
+def kv_cache_bytes(spec, n_ctx: int) -> int:
+    """Ollama-style size estimate of the KV cache (f16 K and V for every layer)."""
+    kv = spec.gguf.kv if spec.gguf is not None else {}
+    arch = spec.gguf.architecture if spec.gguf is not None else ""
+    layers = kv.get(f"{arch}.block_count") or 0
+    embd = kv.get(f"{arch}.embedding_length") or 0
+    heads = kv.get(f"{arch}.attention.head_count") or 1
+    heads_kv = kv.get(f"{arch}.attention.head_count_kv") or heads
+    if not all(isinstance(v, int) for v in (layers, embd, heads, heads_kv)) or not heads:
+        return 0
+    return 2 * 2 * n_ctx * layers * (embd * heads_kv // heads)
+
+
+def normalize(vectors: np.ndarray, dimensions: int = 0) -> np.ndarray:
+    """L2-normalise rows (divided by max(norm, 1e-12)); cut to `dimensions` first, then normalise."""
+    if 0 < dimensions < vectors.shape[1]:
+        vectors = vectors[:, :dimensions]
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+
+
+class Engine:
+    def __init__(self, store, config: EngineConfig | None = None, loader=None):
+        self.store = store
+        self.config = config or EngineConfig.from_env()
+        self.scheduler = Scheduler(
+            loader or self._load_runner,
+            max_loaded=self.config.max_loaded_models,
+            num_parallel=self.config.num_parallel,
+            max_queue=self.config.max_queue,
+            default_keep_alive=self.config.keep_alive,
+            memory_budget=self.config.memory_budget,
+        )
+
+    def close(self) -> None:
+        self.scheduler.close()
+
+    # -- models ------------------------------------------------------------------------------------
+
+    def spec(self, name: str, missing: str):
+        """The ModelSpec for `name`; InvalidArgument for a bad name, NotFound(missing) if absent."""
+        if not parse_name(name).is_valid():
+            raise InvalidArgument("invalid model name")
+        try:
+            return self.store.model_spec(name)
+        except NotFound:
+            raise NotFound(missing) from None
+
+    @staticmethod
+    def key(spec) -> str:
+        """Runners are shared by every name whose manifest points at the same weights and adapters."""
+        return "|".join(str(p) for p in [spec.model_path, *(spec.adapter_paths or [])])
+
+    def options(self, spec, request_options: dict | None) -> dict:
+        return opts_mod.merge(spec.params, request_options, self.config.context_length)
+
+    def load_config(self, spec, merged: dict) -> dict:
+        ctx_len = spec.gguf.context_length if spec.gguf is not None else None
+        return opts_mod.load_options(merged, ctx_len, self.config.threads)
+
+    def lease(self, spec, merged: dict, keep_alive, cancel=None):
+        load = self.load_config(spec, merged)
+        def size() -> int:
+            files = sum(Path(p).stat().st_size for p in [spec.model_path, *(spec.adapter_paths or [])])
+            return files + kv_cache_bytes(spec, load["num_ctx"])
+
+        meta = {"name": spec.name, "digest": spec.digest, "details": dict(spec.details or {}), "spec": spec}
+        return self.scheduler.acquire(self.key(spec), load, meta, keep_alive, size=size, cancel=cancel)
+
+    def _load_runner(self, key: str, load: dict, meta: dict) -> Runner:
+        """The scheduler's loader: validate the files, then start a runner child process."""
+        spec = meta["spec"]
+        info = check_model(spec.model_path, spec.gguf)
+        if len(spec.adapter_paths or []) > 1:
+            raise InvalidArgument("only one adapter is currently supported")
+        for adapter in spec.adapter_paths or []:
+            check_adapter(adapter, spec.model_path)
+        config = dict(load, model_path=str(spec.model_path), adapters=[str(p) for p in spec.adapter_paths or []],
+                      embedding=bool(info.pooling), pack_tokens=PACK_TOKENS)
+        return Runner(config)
+
+    def unload(self, spec) -> None:
+        self.scheduler.unload(self.key(spec))
+
+    def running(self) -> list[dict]:
+        """ps rows: name, model, size, digest, details, expires_at (epoch s), size_vram, context_length."""
+        rows = []
+        for row in self.scheduler.running():
+            rows.append({
+                "name": row["name"], "model": row["name"], "size": row["size"], "digest": row["digest"],
+                "details": dict(row["details"], parent_model=""), "expires_at": row["expires_at"],
+                "size_vram": 0, "context_length": row["options"].get("num_ctx", 0),
+            })
+        return rows
+
+    # -- embeddings -------------------------------------------------------------------------------
+
+    def embed(self, name: str, inputs: list[str], *, truncate: bool = True, dimensions: int = 0,
+              options: dict | None = None, keep_alive: float | None = None, cancel=None,
+              raw: bool = False, missing: str | None = None) -> Iterator[dict]:
+        """Yields {"offset", "vectors"} batches in input order, then {"done": True, metrics...}.
+
+        Vectors are L2-normalised float32 (raw=True: as the model produced them, for /api/embeddings).
+        """
+        start = time.perf_counter()
+        if not name:
+            raise NotFound("model '' not found")
+        spec = self.spec(name, missing or f'model "{name}" not found, try pulling it first')
+        if dimensions < 0:
+            raise InvalidArgument("dimensions must be a non-negative number")
+        merged = self.options(spec, options)
+        with self.lease(spec, merged, keep_alive_arg(keep_alive), cancel) as lease:
+            count = 0
+            if inputs:
+                gen = lease.runner.request("embed", {"inputs": list(inputs), "truncate": truncate}, cancel)
+                try:
+                    while True:
+                        try:
+                            item = next(gen)
+                        except StopIteration as stop:
+                            count = stop.value["prompt_eval_count"]
+                            break
+                        vectors = item["vectors"]
+                        if not np.isfinite(vectors).all():
+                            raise InvalidArgument("embedding contains NaN or Inf values")
+                        yield {"offset": item["offset"], "vectors": vectors if raw else normalize(vectors, dimensions)}
+                finally:
+                    gen.close()
+            load = lease.load_seconds
+        yield {
+            "done": True,
+            "total_duration": int((time.perf_counter() - start) * 1e9),
+            "load_duration": int(load * 1e9),
+            "prompt_eval_count": count,
+        }
+
+    def embeddings(self, name: str, prompt: str, *, options=None, keep_alive=None, cancel=None) -> list[float]:
+        """Legacy /api/embeddings: one raw vector; an empty prompt only loads the model."""
+        if not name:
+            raise InvalidArgument("model is required")
+        vectors = [b["vectors"] for b in self.embed(
+            name, [prompt] if prompt else [], options=options, keep_alive=keep_alive, cancel=cancel, raw=True)
+            if "vectors" in b]
+        return vectors[0][0].astype(np.float64).tolist() if vectors else []

@@ -1,0 +1,121 @@
+"""Model options: Ollama's defaults, the params layer merged with request options, and the split between
+options that shape a loaded runner and options that only steer one request.
+
+Why: Ollama merges three layers (its defaults, the model's `params` layer, the request's `options`), and a
+change in a *load* option (num_ctx, num_batch, num_thread, use_mmap) means the runner must be reloaded,
+while sampling options (temperature, top_k, seed, stop, ...) travel with each request. Keeping that split
+in one table avoids reloading a model because a request changed its temperature, and never silently
+ignores a changed context size. Request options arrive through protobuf Struct, where every number is a
+double, so values are coerced to the option's type here with Ollama's error texts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from store.errors import InvalidArgument
+
+log = logging.getLogger("corral.engine")
+
+# name -> (type, default). Defaults are Ollama's api.DefaultOptions (num_ctx comes from the config).
+OPTIONS: dict[str, tuple[type, object]] = {
+    "num_keep": (int, 4),
+    "seed": (int, -1),
+    "num_predict": (int, -1),
+    "top_k": (int, 40),
+    "top_p": (float, 0.9),
+    "min_p": (float, 0.0),
+    "typical_p": (float, 1.0),
+    "repeat_last_n": (int, 64),
+    "temperature": (float, 0.8),
+    "repeat_penalty": (float, 1.1),
+    "presence_penalty": (float, 0.0),
+    "frequency_penalty": (float, 0.0),
+    "stop": (list, []),
+    "num_ctx": (int, 4096),
+    "num_batch": (int, 512),
+    "num_gpu": (int, -1),
+    "main_gpu": (int, 0),
+    "use_mmap": (bool, True),
+    "num_thread": (int, 0),
+    "draft_num_predict": (int, 0),
+}
+DEPRECATED = {
+    "penalize_newline", "low_vram", "f16_kv", "logits_all", "vocab_only", "use_mlock", "mirostat",
+    "mirostat_tau", "mirostat_eta", "tfs_z",
+}
+# Options that are baked into a loaded runner: a change needs a reload.
+LOAD_OPTIONS = ("num_ctx", "num_batch", "num_thread", "use_mmap")
+_TYPE_NAMES = {int: "integer", float: "float32", bool: "boolean", str: "string", list: "array"}
+
+
+def coerce(key: str, value):
+    """One option value converted to its type, or InvalidArgument with Ollama's text."""
+    kind = OPTIONS[key][0]
+    error = InvalidArgument(f'option "{key}" must be of type {_TYPE_NAMES[kind]}')
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise error
+        return value
+    if kind in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise error
+        return int(value) if kind is int else float(value)
+    if kind is list:
+        if isinstance(value, str):
+            return [value]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise InvalidArgument(f'option "{key}" must be of type array of strings')
+        return list(value)
+    if not isinstance(value, str):
+        raise error
+    return value
+
+
+def clean(options: dict | None) -> dict:
+    """Known options only, typed; unknown keys are ignored (logged) as Ollama does."""
+    out = {}
+    for key, value in (options or {}).items():
+        if key in DEPRECATED:
+            log.warning("option %r is deprecated and ignored", key)
+            continue
+        if key not in OPTIONS:
+            log.info("ignoring unknown option %r", key)
+            continue
+        if value is None:
+            continue
+        out[key] = coerce(key, value)
+    return out
+
+
+def merge(params: dict | None, request: dict | None, context_length: int = 4096) -> dict:
+    """Defaults <- model params layer <- request options; every known option present and typed."""
+    merged = {key: (list(default) if isinstance(default, list) else default) for key, (_, default) in OPTIONS.items()}
+    merged["num_ctx"] = context_length
+    merged.update(clean(params))
+    merged.update(clean(request))
+    return merged
+
+
+def load_options(opts: dict, model_context: int | None, threads: int | None = None) -> dict:
+    """The options a runner is loaded with: context capped at the model's trained length, as Ollama does."""
+    n_ctx = max(int(opts["num_ctx"]), 1)
+    if model_context and n_ctx > model_context:
+        n_ctx = model_context
+    n_thread = int(opts["num_thread"]) or threads or os.cpu_count() or 1
+    return {
+        "num_ctx": n_ctx,
+        "num_batch": max(1, min(int(opts["num_batch"]), n_ctx)),
+        "num_thread": n_thread,
+        "use_mmap": bool(opts["use_mmap"]),
+    }
+
+
+def sampling_options(opts: dict) -> dict:
+    """The per-request options the runner's sampler and stop logic need."""
+    keys = (
+        "num_keep", "seed", "num_predict", "top_k", "top_p", "min_p", "typical_p", "repeat_last_n",
+        "temperature", "repeat_penalty", "presence_penalty", "frequency_penalty", "stop",
+    )
+    return {key: opts[key] for key in keys}

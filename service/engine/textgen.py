@@ -1,0 +1,173 @@
+"""Generate and chat on top of the Engine: Ollama's request checks, load/unload shortcuts, prompt, stream.
+
+Why separate from engine.py: the two endpoints share a long list of Ollama rules (error texts that
+differ between generate and chat, the empty-prompt load and keep_alive-0 unload replies, capability
+checks for completion, insert, thinking and tools, raw mode, format validation) that would drown the
+engine's core. Each function yields plain dicts: {"response"|"content": piece, "done": False} while
+streaming, then one {"done": True, "done_reason", metrics...}; service/inference.py makes protobuf.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Iterator
+
+from service.engine import prompts
+from service.engine.engine import Engine, keep_alive_arg
+from store.capabilities import capabilities
+from store.errors import InvalidArgument, NotFound
+
+THINK_OFF = ("", "false")
+
+
+def _caps(spec, template: str | None) -> list[str]:
+    info = spec.gguf
+    text = template if template is not None else spec.template
+    if text is None and info is not None and info.chat_template:
+        text = info.chat_template
+    family = (spec.details or {}).get("family", "")
+    return capabilities(info.kv if info else None, info.architecture if info else "", text or "",
+                        bool(spec.projector_paths), family)
+
+
+def check_format(fmt: str) -> str:
+    if not fmt or fmt == "json":
+        return fmt
+    try:
+        schema = json.loads(fmt)
+    except ValueError:
+        schema = None
+    if not isinstance(schema, dict):
+        raise InvalidArgument('invalid format: expected "json" or a valid JSON schema')
+    return json.dumps(schema)
+
+
+def _check_common(req: dict) -> None:
+    top = int(req.get("top_logprobs") or 0)
+    if top < 0 or top > 20:
+        raise InvalidArgument("top_logprobs must be between 0 and 20")
+
+
+def _metrics(start: float, load: float, final: dict) -> dict:
+    return {
+        "total_duration": int((time.perf_counter() - start) * 1e9),
+        "load_duration": int(load * 1e9),
+        "prompt_eval_count": final.get("prompt_eval_count", 0),
+        "prompt_eval_duration": final.get("prompt_eval_duration", 0),
+        "eval_count": final.get("eval_count", 0),
+        "eval_duration": final.get("eval_duration", 0),
+    }
+
+
+def _stream(engine: Engine, spec, merged: dict, keep, payload: dict, cancel, key: str, start: float) -> Iterator[dict]:
+    from service.engine.options import sampling_options
+
+    payload["options"] = sampling_options(merged)
+    with engine.lease(spec, merged, keep, cancel) as lease:
+        gen = lease.runner.request("generate", payload, cancel)
+        try:
+            while True:
+                try:
+                    piece = next(gen)
+                except StopIteration as stop:
+                    final = stop.value
+                    break
+                yield {key: piece, "done": False}
+        finally:
+            gen.close()
+        load = lease.load_seconds
+    done = {key: "", "done": True, "done_reason": final["done_reason"], **_metrics(start, load, final)}
+    done["context"] = final.get("context", [])
+    yield done
+
+
+def _load_or_unload(engine: Engine, spec, req: dict, key: str, start: float) -> Iterator[dict]:
+    keep = req.get("keep_alive")
+    if keep is not None and keep == 0:
+        engine.unload(spec)
+        yield {key: "", "done": True, "done_reason": "unload"}
+        return
+    merged = engine.options(spec, req.get("options"))
+    with engine.lease(spec, merged, keep_alive_arg(keep), req.get("cancel")):
+        pass
+    yield {key: "", "done": True, "done_reason": "load"}
+
+
+def generate(engine: Engine, req: dict, cancel=None) -> Iterator[dict]:
+    """req: the GenerateRequest fields as a dict (system/template None when unset)."""
+    start = time.perf_counter()
+    name = req.get("model") or ""
+    if not name:
+        raise NotFound("model '' not found")
+    spec = engine.spec(name, f"model '{name}' not found")
+    _check_common(req)
+    raw = bool(req.get("raw"))
+    if raw and (req.get("template") or req.get("system") or req.get("context")):
+        raise InvalidArgument("raw mode does not support template, system, or context")
+    prompt = req.get("prompt") or ""
+    if not prompt and req.get("keep_alive") == 0:
+        yield from _load_or_unload(engine, spec, req, "response", start)
+        return
+    caps = _caps(spec, req.get("template"))
+    if "completion" not in caps:
+        raise InvalidArgument(f'"{name}" does not support generate')
+    if req.get("suffix") and "insert" not in caps:
+        raise InvalidArgument(f'"{name}" does not support insert')
+    think = req.get("think") or ""
+    if think not in THINK_OFF and "thinking" not in caps:
+        raise InvalidArgument(f'"{name}" does not support thinking')
+    fmt = check_format(req.get("format") or "")
+    if not prompt:
+        yield from _load_or_unload(engine, spec, dict(req, cancel=cancel), "response", start)
+        return
+    context = list(req.get("context") or [])
+    if raw:
+        text = prompt
+    else:
+        messages = prompts.generate_messages(spec, prompt, req.get("system"), bool(context))
+        text = prompts.render(spec, messages, template=req.get("template"), suffix=req.get("suffix") or "",
+                              prompt=prompt, think=None if think in THINK_OFF else think)
+    payload = {"prompt": text, "context": context, "format": fmt, "truncate": req.get("truncate"),
+               "add_bos": not prompts.bos_in_text(spec, text)}
+    merged = engine.options(spec, req.get("options"))
+    for item in _stream(engine, spec, merged, keep_alive_arg(req.get("keep_alive")), payload, cancel, "response", start):
+        if item["done"] and raw:
+            item.pop("context", None)
+        yield item
+
+
+def chat(engine: Engine, req: dict, cancel=None) -> Iterator[dict]:
+    """req: the ChatRequest fields as a dict; messages as [{role, content, ...}]. Yields "content" pieces."""
+    start = time.perf_counter()
+    name = req.get("model") or ""
+    if not name:
+        raise InvalidArgument("model is required")
+    spec = engine.spec(name, f"model '{name}' not found")
+    _check_common(req)
+    messages = list(req.get("messages") or [])
+    if not messages and req.get("keep_alive") == 0:
+        yield from _load_or_unload(engine, spec, req, "content", start)
+        return
+    caps = _caps(spec, None)
+    if "completion" not in caps:
+        raise InvalidArgument(f'"{name}" does not support chat')
+    if req.get("tools") and "tools" not in caps:
+        from store.names import parse_name
+
+        raise InvalidArgument(f"{parse_name(name).full} does not support tools")
+    think = req.get("think") or ""
+    if think not in THINK_OFF and "thinking" not in caps:
+        raise InvalidArgument(f'"{name}" does not support thinking')
+    fmt = check_format(req.get("format") or "")
+    if not messages:
+        yield from _load_or_unload(engine, spec, dict(req, cancel=cancel), "content", start)
+        return
+    convo = prompts.chat_messages(spec, messages)
+    text = prompts.render(spec, convo, tools=req.get("tools") or None, think=None if think in THINK_OFF else think)
+    payload = {"prompt": text, "context": [], "format": fmt, "truncate": req.get("truncate"),
+               "add_bos": not prompts.bos_in_text(spec, text)}
+    merged = engine.options(spec, req.get("options"))
+    for item in _stream(engine, spec, merged, keep_alive_arg(req.get("keep_alive")), payload, cancel, "content", start):
+        item.pop("context", None)
+        yield item

@@ -1,0 +1,195 @@
+"""The code that runs inside a runner child process: it owns one llama_cpp.Llama and serves requests.
+
+Why it is separate from runner.py: this module is the only one that touches llama.cpp, and it runs in a
+process that may die (abort, segfault) without harming the server. It is imported by the forkserver at
+startup (preloading llama_cpp) so that each runner starts quickly.
+
+Loop: a reader thread receives messages (new requests go to a queue; "cancel" marks a request so the
+embedding or generation loop stops at its next batch or token; "close" or a closed pipe ends the
+process); the main thread runs one request at a time, because one llama.cpp context serves one
+request at a time. Every reply is a tuple described in runner.py.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import os
+import queue
+import signal
+import sys
+import threading
+import traceback
+
+try:  # preloaded by the forkserver; imported lazily elsewhere
+    import llama_cpp
+except Exception:  # pragma: no cover - reported at load time
+    llama_cpp = None
+
+
+class RequestError(Exception):
+    """An error for one request, carrying a store.errors code name and Ollama's text."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class _LogCapture:
+    """Keeps llama.cpp's last log lines (for error texts) and passes errors through to stderr."""
+
+    def __init__(self):
+        self.lines = collections.deque(maxlen=20)
+        self._callback = llama_cpp.llama_log_callback(self._log)  # keep a reference: C holds the pointer
+        llama_cpp.llama_log_set(self._callback, ctypes.c_void_p(0))
+
+    def _log(self, level, text, user_data):
+        line = text.decode("utf-8", "replace")
+        self.lines.append(line)
+        if level == 4 and os.environ.get("CORRAL_RUNNER_QUIET") != "1":  # GGML_LOG_LEVEL_ERROR
+            sys.stderr.write(line)
+
+    def last_error(self) -> str:
+        """The most telling recent line: llama.cpp's own 'error loading model: ...' when present."""
+        lines = [line.strip() for line in self.lines]
+        for line in reversed(lines):
+            if "error loading model:" in line:
+                return line.split("error loading model:", 1)[1].strip()
+        for line in reversed(lines):
+            if "error" in line.lower() or "failed" in line.lower():
+                return line
+        return ""
+
+
+class Model:
+    """One loaded model: a Llama object plus the embedding and generation helpers around it."""
+
+    def __init__(self, config: dict, logs: _LogCapture):
+        from service.engine.embedding import Embedder
+        from service.engine.generation import Generator
+
+        self.config = config
+        n_ctx = int(config["num_ctx"])
+        embedding = bool(config.get("embedding"))
+        # An embedding context takes whole inputs in one batch (up to the context), and packs few tokens
+        # per decode (see embedding.py); a generation context uses num_batch as Ollama does.
+        n_batch = n_ctx if embedding else int(config["num_batch"])
+        adapters = list(config.get("adapters") or [])
+        try:
+            self.llama = llama_cpp.Llama(
+                model_path=str(config["model_path"]),
+                n_ctx=n_ctx,
+                n_batch=n_batch,
+                n_ubatch=n_batch,
+                n_threads=int(config["num_thread"]),
+                n_threads_batch=int(config["num_thread"]),
+                use_mmap=bool(config.get("use_mmap", True)),
+                embedding=embedding,
+                lora_path=str(adapters[0]) if adapters else None,
+                verbose=False,
+            )
+        except Exception as exc:
+            detail = logs.last_error() or str(exc)
+            raise RuntimeError(f"error loading model: {detail}") from None
+        self.n_ctx = n_ctx
+        self.embedding = embedding
+        self.embedder = Embedder(self.llama, n_ctx, embedding, int(config.get("pack_tokens", 32)))
+        self.generator = None if embedding else Generator(self.llama, n_ctx)
+        self.warm_up()
+
+    def warm_up(self) -> None:
+        """One tiny decode now, so the first request does not pay llama.cpp's first-decode setup
+        (measured ~0.3 s here) inside its prompt time; Ollama's runners warm up the same way."""
+        if self.embedding:
+            self.embedder.run({"inputs": [""]}, lambda item: None, lambda: False)
+        else:
+            self.llama.eval([self.llama.token_bos() if self.llama.token_bos() >= 0 else 0])
+            self.llama.reset()
+            self.llama._ctx.kv_cache_clear()
+
+    def info(self) -> dict:
+        return {
+            "pid": os.getpid(),
+            "n_ctx": self.n_ctx,
+            "n_embd": self.llama.n_embd(),
+            "embedding": self.embedding,
+            "model_bytes": int(llama_cpp.llama_model_size(self.llama.model)),
+        }
+
+    def handle(self, kind: str, payload: dict, emit, cancelled) -> dict:
+        if kind == "embed":
+            return self.embedder.run(payload, emit, cancelled)
+        if kind == "generate":
+            if self.generator is None:
+                raise RequestError("INVALID_ARGUMENT", "model does not support generate")
+            return self.generator.run(payload, emit, cancelled)
+        raise RequestError("INVALID_ARGUMENT", f"unknown request {kind!r}")
+
+
+def main(conn, config: dict) -> None:
+    """Child entry point: load, say ready, then serve until told to close or the parent goes away."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when runners stop
+    os.environ.setdefault("GGML_NO_BACKTRACE", "1")  # ggml would run gdb on abort: slow, and noise
+    if llama_cpp is None:
+        conn.send(("load_error", "llama_cpp is not installed"))
+        return
+    logs = _LogCapture()
+    try:
+        model = Model(config, logs)
+    except Exception as exc:  # noqa: BLE001 - reported to the parent as a load error
+        conn.send(("load_error", str(exc)))
+        return
+    conn.send(("ready", model.info()))
+
+    jobs: queue.SimpleQueue = queue.SimpleQueue()
+    cancelled: set[int] = set()
+    send_lock = threading.Lock()
+
+    def send(message):
+        with send_lock:
+            conn.send(message)
+
+    def read():
+        try:
+            while True:
+                message = conn.recv()
+                if message[0] == "cancel":
+                    cancelled.add(message[1])
+                elif message[0] == "close":
+                    break
+                else:
+                    jobs.put(message)
+        except (EOFError, OSError):
+            pass
+        jobs.put(None)
+
+    threading.Thread(target=read, name="runner-read", daemon=True).start()
+    while True:
+        job = jobs.get()
+        if job is None:
+            break
+        kind, req_id, payload = job
+        try:
+            if req_id in cancelled:
+                raise RequestError("CANCELLED", "request canceled")
+            result = model.handle(
+                kind,
+                payload,
+                lambda item, _id=req_id: send(("item", _id, item)),
+                lambda _id=req_id: _id in cancelled,
+            )
+            send(("done", req_id, result))
+        except RequestError as exc:
+            send(("error", req_id, exc.code, exc.message))
+        except (BrokenPipeError, EOFError, OSError):
+            break
+        except Exception as exc:  # noqa: BLE001 - one bad request must not end the runner
+            traceback.print_exc()
+            send(("error", req_id, "INTERNAL", str(exc) or exc.__class__.__name__))
+        finally:
+            cancelled.discard(req_id)
+    try:
+        conn.close()
+    finally:
+        os._exit(0)  # skip interpreter teardown: llama.cpp's destructors are slow and sometimes crash

@@ -1,0 +1,61 @@
+"""Pull and Push RPCs: the gRPC face of service/registry.
+
+Why a separate class: the servicer stays one line per RPC, and the registry client (a pooled HTTP
+session, cached tokens) and the table of downloads in flight live exactly as long as the server, so
+concurrent pulls of one model share one download, and close() stops them with their state kept on disk.
+`pull_progress` is also what create uses to fetch a missing base model inside its own stream.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Iterator
+
+from protos.ollama.v1 import ollama_pb2 as pb
+from service.registry.client import RegistryClient
+from service.registry.download import Downloads
+from service.registry.pull import pull
+from service.registry.push import push
+from service.status import cancel_event, handle_errors
+
+
+def progress_message(line: dict) -> pb.ProgressResponse:
+    return pb.ProgressResponse(
+        status=line.get("status", ""),
+        digest=line.get("digest", ""),
+        total=int(line.get("total") or 0),
+        completed=int(line.get("completed") or 0),
+    )
+
+
+class Transfer:
+    """Registry transfers for one store."""
+
+    def __init__(self, store, client: RegistryClient | None = None):
+        self.store = store
+        self.client = client or RegistryClient()
+        self.downloads = Downloads(self.client, store.paths)
+
+    def pull_progress(self, name_text: str, insecure: bool, cancel: threading.Event) -> Iterator[dict]:
+        """Ollama's pull progress dicts for a model name; validation errors are raised before the first."""
+        return pull(self.client, self.downloads, self.store, name_text, insecure, cancel)
+
+    def push_progress(self, name_text: str, insecure: bool, cancel: threading.Event) -> Iterator[dict]:
+        return push(self.client, self.store, name_text, insecure, cancel)
+
+    @handle_errors
+    def Pull(self, request, context):
+        cancel = cancel_event(context)
+        for line in self.pull_progress(request.model, request.insecure, cancel):
+            yield progress_message(line)
+
+    @handle_errors
+    def Push(self, request, context):
+        cancel = cancel_event(context)
+        for line in self.push_progress(request.model, request.insecure, cancel):
+            yield progress_message(line)
+
+    def close(self) -> None:
+        """Stops downloads in flight (their recorded bytes stay for the next pull) and the session."""
+        self.downloads.close()
+        self.client.close()

@@ -1,0 +1,254 @@
+"""Content-addressed blobs: a file exists under its digest's name only once it is complete and verified.
+
+Why: a blob written straight into `sha256-<hex>` is torn if the process dies mid-write, and a later HEAD
+would report it present. So every write goes to a temp file in blobs/ (same filesystem), is hashed while
+it is written, verified, fsynced, then linked into place and the directory fsynced. A wrong digest
+removes the temp file and leaves nothing behind (unlike Ollama, which keeps the data under its real digest
+until a prune). Concurrent writers of one digest each write their own temp file; the first link wins and
+the others see FileExistsError and report created=False.
+
+Hashing and writing overlap: chunks are coalesced into 1 MiB buffers, and a worker thread hashes a buffer
+while this thread writes it (hashlib and file writes both release the GIL on large buffers). Writes of
+less than one buffer hash inline, so small blobs pay no thread start.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import queue
+import threading
+from pathlib import Path
+from typing import BinaryIO, Iterable
+
+from store.digests import digest_from_filename, parse_digest
+from store.errors import InvalidArgument, NotFound, ResourceExhausted
+from store.paths import FILE_MODE, StorePaths
+
+BUFFER_SIZE = 1 << 20
+
+
+class DigestMismatch(InvalidArgument):
+    """The data's digest is not the one promised; `expected` and `actual` are `sha256:<hex>`."""
+
+    def __init__(self, expected: str, actual: str, message: str | None = None):
+        super().__init__(message or f'digest mismatch, expected "{expected}", got "{actual}"')
+        self.expected, self.actual = expected, actual
+
+
+def fsync_dir(path: Path) -> None:
+    """Makes a rename or unlink in `path` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _coalesce(chunks: Iterable[bytes]) -> Iterable[bytes]:
+    """Yields immutable buffers of at least BUFFER_SIZE (the last may be shorter).
+
+    Copies anything mutable (bytearray, memoryview): a producer may reuse its buffer while the hash
+    thread still reads it."""
+    pending = bytearray()
+    for chunk in chunks:
+        if not pending and type(chunk) is bytes and len(chunk) >= BUFFER_SIZE:
+            yield chunk
+            continue
+        pending += chunk
+        if len(pending) >= BUFFER_SIZE:
+            yield bytes(pending)
+            pending.clear()
+    if pending:
+        yield bytes(pending)
+
+
+class _HashWorker:
+    """Feeds buffers to a hash on a second thread, in order."""
+
+    _STOP = object()
+
+    def __init__(self, hasher):
+        self.hasher = hasher
+        self.queue: queue.Queue = queue.Queue(maxsize=4)
+        self.thread = threading.Thread(target=self._run, name="blob-hash", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (buf := self.queue.get()) is not self._STOP:
+            self.hasher.update(buf)
+
+    def feed(self, buf: bytes) -> None:
+        self.queue.put(buf)
+
+    def finish(self) -> None:
+        self.queue.put(self._STOP)
+        self.thread.join()
+
+
+def _write_all(fd: int, buf: bytes) -> None:
+    view = memoryview(buf)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+class BlobStore:
+    """The blobs/ folder of one store."""
+
+    def __init__(self, paths: StorePaths):
+        self.paths = paths
+
+    def path(self, digest: str) -> Path:
+        return self.paths.blob(digest)
+
+    def has(self, digest: str) -> bool:
+        return self.paths.blob(digest).is_file()
+
+    def size(self, digest: str) -> int:
+        try:
+            return self.paths.blob(digest).stat().st_size
+        except FileNotFoundError:
+            raise NotFound(f'blob "{digest}" not found') from None
+
+    def open(self, digest: str) -> BinaryIO:
+        try:
+            return open(self.paths.blob(digest), "rb")
+        except FileNotFoundError:
+            raise NotFound(f'blob "{digest}" not found') from None
+
+    def all_digests(self) -> set[str]:
+        """Digests of every finished blob (files named exactly sha256-<64 hex>)."""
+        try:
+            names = os.listdir(self.paths.blobs_dir)
+        except FileNotFoundError:
+            return set()
+        return {d for d in map(digest_from_filename, names) if d is not None}
+
+    def delete(self, digest: str) -> bool:
+        """Removes a blob; False if it was not there."""
+        try:
+            self.paths.blob(digest).unlink()
+        except FileNotFoundError:
+            return False
+        fsync_dir(self.paths.blobs_dir)
+        return True
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def _create_temp(self) -> tuple[int, Path]:
+        self.paths.blobs_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+        while True:
+            tmp = self.paths.temp_blob()
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+            except FileExistsError:
+                continue
+            os.fchmod(fd, FILE_MODE)  # Ollama chmods blobs 0644 whatever the umask
+            return fd, tmp
+
+    def _install(self, tmp: Path, digest: str) -> bool:
+        """Moves a verified, fsynced temp file to its blob name; False if the blob already existed."""
+        final = self.paths.blob(digest)
+        try:
+            os.link(tmp, final)  # atomic and exclusive: exactly one concurrent writer creates the blob
+            created = True
+        except FileExistsError:
+            created = False
+        except OSError:  # a filesystem without hard links
+            created = not final.exists()
+            if created:
+                os.replace(tmp, final)
+        tmp.unlink(missing_ok=True)
+        fsync_dir(self.paths.blobs_dir)
+        return created
+
+    def write(self, chunks: Iterable[bytes], expected: str | None = None) -> tuple[str, bool]:
+        """Stores a stream of bytes; returns (digest, created). Raises DigestMismatch (leaving nothing
+        behind) if `expected` is given and differs; ResourceExhausted when the disk is full."""
+        if expected is not None:
+            expected = parse_digest(expected)
+        fd, tmp = self._create_temp()
+        hasher, worker = hashlib.sha256(), None
+        try:
+            try:
+                for buf in _coalesce(chunks):
+                    if worker is None and len(buf) >= BUFFER_SIZE:
+                        worker = _HashWorker(hasher)
+                    if worker is not None:
+                        worker.feed(buf)
+                    else:
+                        hasher.update(buf)
+                    _write_all(fd, buf)
+                os.fsync(fd)
+            finally:
+                if worker is not None:
+                    worker.finish()
+                os.close(fd)
+            digest = "sha256:" + hasher.hexdigest()
+            if expected is not None and expected != digest:
+                raise DigestMismatch(expected, digest)
+            return digest, self._install(tmp, digest)
+        except OSError as err:
+            if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise ResourceExhausted(f"write {tmp}: no space left on device") from err
+            raise
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def write_bytes(self, data: bytes) -> str:
+        """Stores some bytes; returns the digest."""
+        return self.write([bytes(data)])[0]
+
+    def hash_file(self, path: Path) -> str:
+        """`sha256:<hex>` of a file's content."""
+        hasher = hashlib.sha256()
+        buf = bytearray(BUFFER_SIZE)
+        view = memoryview(buf)
+        with open(path, "rb", buffering=0) as f:
+            while n := f.readinto(buf):
+                hasher.update(view[:n])
+        return "sha256:" + hasher.hexdigest()
+
+    def commit_file(self, tmp_path: str | os.PathLike, expected: str) -> None:
+        """Verifies an already-written file (a finished `-partial` download, a quantized model) and
+        renames it to its blob name. On a mismatch the file is deleted and DigestMismatch raised with
+        the pull error text."""
+        expected = parse_digest(expected)
+        tmp = Path(tmp_path)
+        actual = self.hash_file(tmp)
+        if actual != expected:
+            tmp.unlink(missing_ok=True)
+            raise DigestMismatch(
+                expected, actual,
+                f"digest mismatch, file must be downloaded again: want {expected}, got {actual}")
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.fchmod(fd, FILE_MODE)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.paths.blob(expected))
+        fsync_dir(self.paths.blobs_dir)
+
+    def import_file(self, path: str | os.PathLike) -> tuple[str, bool]:
+        """Hashes a file made inside blobs/ (e.g. by a quantizer) and moves it to its blob name;
+        returns (digest, created). The file is consumed either way; one made elsewhere is copied in."""
+        tmp = Path(path)
+        if tmp.parent.resolve() != self.paths.blobs_dir.resolve():
+            try:
+                with open(tmp, "rb") as f:
+                    return self.write(iter(lambda: f.read(BUFFER_SIZE), b""))
+            finally:
+                tmp.unlink(missing_ok=True)
+        digest = self.hash_file(tmp)
+        try:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+                os.fchmod(fd, FILE_MODE)
+            finally:
+                os.close(fd)
+            return digest, self._install(tmp, digest)
+        finally:
+            tmp.unlink(missing_ok=True)

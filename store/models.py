@@ -1,0 +1,365 @@
+"""The model store: list, show, copy, delete, create and prune over Ollama's on-disk layout (spec §5, §7).
+
+Why one facade: every RPC that touches models goes through ModelStore, so the rules that keep the store
+consistent live in one place: names are canonicalised for case before use, a blob is deleted only when
+no manifest references it, and a create in progress pins the blobs it is about to reference so that a
+concurrent delete cannot prune them before its manifest is written (Ollama has that race).
+
+Listing must stay cheap however big the models are: it reads manifests and config blobs (cached by
+digest, since blobs never change) and never stats or reads a model blob. show and model_spec read the
+GGUF header (cached by digest too). create lives in store/create.py; capability rules in
+store/capabilities.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from store.blobs import BlobStore
+from store.capabilities import capabilities
+from store.digests import find_digests
+from store.errors import CorralError, FailedPrecondition, Internal, InvalidArgument, NotFound
+from store.gocompat import go_quote
+from store.manifests import (MEDIA_TYPE_ADAPTER, MEDIA_TYPE_LICENSE, MEDIA_TYPE_MESSAGES, MEDIA_TYPE_MODEL,
+                             MEDIA_TYPE_PARAMS, MEDIA_TYPE_PROJECTOR, MEDIA_TYPE_SYSTEM, TEMPLATE_MEDIA_TYPES,
+                             Layer, Manifest, ManifestStore)
+from store.names import Name, parse_name, require_name
+from store.paths import StorePaths, default_root
+from store.prune import PRUNE_GRACE_SECONDS, Pruner, noprune  # noqa: F401 (noprune re-exported)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TEMPLATE = "{{ .Prompt }}"
+
+
+class _LRU:
+    """A small thread-safe LRU map for immutable, digest-keyed parses."""
+
+    def __init__(self, size: int):
+        self.size, self.items, self.lock = size, OrderedDict(), threading.Lock()
+
+    def get_or(self, key: str, load: Callable[[], object]):
+        with self.lock:
+            if key in self.items:
+                self.items.move_to_end(key)
+                return self.items[key]
+        value = load()
+        with self.lock:
+            self.items[key] = value
+            while len(self.items) > self.size:
+                self.items.popitem(last=False)
+        return value
+
+
+@dataclass
+class ModelSpec:
+    """Everything the engine needs to load and prompt a model."""
+
+    name: str
+    digest: str
+    model_path: Path
+    adapter_paths: list[Path]
+    projector_paths: list[Path]
+    template: str | None
+    system: str
+    params: dict
+    messages: list[dict]
+    config: dict
+    details: dict
+    gguf: object  # store.gguf_info.GGUFInfo
+
+
+@dataclass
+class LoadedModel:
+    """A manifest with its small layers read: what Ollama's GetModel returns."""
+
+    name: Name
+    manifest: Manifest
+    raw: bytes
+    mtime_ns: int
+    config: dict
+    model_layer: Layer | None = None
+    adapter_paths: list[Path] = field(default_factory=list)
+    projector_paths: list[Path] = field(default_factory=list)
+    template: str | None = None
+    system: str = ""
+    params: dict = field(default_factory=dict)
+    messages: list[dict] = field(default_factory=list)
+    licenses: list[str] = field(default_factory=list)
+
+
+def details_from_config(config: dict, parent_model: str = "") -> dict:
+    """The `details` object of tags, show and ps."""
+    return {
+        "parent_model": parent_model,
+        "format": config.get("model_format", ""),
+        "family": config.get("model_family", ""),
+        "families": config.get("model_families"),
+        "parameter_size": config.get("model_type", ""),
+        "quantization_level": config.get("file_type", ""),
+    }
+
+
+class ModelStore:
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.paths = StorePaths(root if root is not None else default_root())
+        self.paths.ensure_dirs()
+        self.blobs = BlobStore(self.paths)
+        self.manifests = ManifestStore(self.paths)
+        # Hooks the service installs. quantize_hook(src_path, dst_type) returns the path of the new GGUF
+        # (best made in blobs/, e.g. at paths.temp_blob(), so it is renamed rather than copied), or is a
+        # generator that yields progress lines and then returns that path. validate_template(text)
+        # raises InvalidArgument("template error: ...") for a template that does not parse.
+        self.quantize_hook: Callable[[Path, str], Path] | None = None
+        self.validate_template: Callable[[str], None] | None = None
+        self._configs = _LRU(1024)
+        self._ggufs = _LRU(8)
+        self.pruner = Pruner(self.blobs, self.manifests)
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def config(self, digest: str) -> dict:
+        """A parsed config blob (cached by digest; a copy is returned); OSError/ValueError if unreadable."""
+        def load() -> dict:
+            with self.blobs.open(digest) as f:
+                doc = json.load(f)
+            if not isinstance(doc, dict):
+                raise ValueError("config blob is not a JSON object")
+            return doc
+        return copy.deepcopy(self._configs.get_or(digest, load))
+
+    def gguf(self, digest: str):
+        """The GGUF metadata of a model/adapter/projector blob (cached by digest); Internal on failure."""
+        from store.gguf_info import read_gguf
+
+        path = self.blobs.path(digest)
+        if not path.is_file():  # one stat, so a cached parse never hides a deleted blob
+            raise Internal(f"open {path}: no such file or directory")
+
+        def load():
+            try:
+                return read_gguf(path)
+            except FileNotFoundError:
+                raise Internal(f"open {path}: no such file or directory") from None
+            except InvalidArgument as err:
+                raise Internal(err.message) from None
+        return self._ggufs.get_or(digest, load)
+
+    def read_layer_text(self, layer: Layer) -> str:
+        try:
+            return self.blobs.path(layer.digest).read_bytes().decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            raise Internal(f"open {self.blobs.path(layer.digest)}: no such file or directory") from None
+
+    def read_layer_json(self, layer: Layer, kind: type):
+        try:
+            value = json.loads(self.read_layer_text(layer))
+        except json.JSONDecodeError as err:
+            raise Internal(f"invalid {layer.media_type} layer {layer.digest}: {err}") from None
+        if not isinstance(value, kind):
+            raise Internal(f"invalid {layer.media_type} layer {layer.digest}")
+        return value
+
+    def load(self, name: Name) -> LoadedModel:
+        """Reads a model's manifest, config and text layers; NotFound if missing, Internal if broken."""
+        manifest, raw, mtime_ns = self.manifests.read(name)
+        try:
+            config = self.config(manifest.config.digest)
+        except (OSError, ValueError, CorralError) as err:
+            raise Internal(f"{name.display}: cannot read config blob: {err}") from None
+        m = LoadedModel(name, manifest, raw, mtime_ns, config)
+        for layer in manifest.layers:
+            kind = layer.media_type
+            if kind == MEDIA_TYPE_MODEL:
+                m.model_layer = layer
+            elif kind == MEDIA_TYPE_ADAPTER:
+                m.adapter_paths.append(self.blobs.path(layer.digest))
+            elif kind == MEDIA_TYPE_PROJECTOR:
+                m.projector_paths.append(self.blobs.path(layer.digest))
+            elif kind in TEMPLATE_MEDIA_TYPES:
+                m.template = self.read_layer_text(layer)
+            elif kind == MEDIA_TYPE_SYSTEM:
+                m.system = self.read_layer_text(layer)
+            elif kind == MEDIA_TYPE_PARAMS:
+                m.params.update(self.read_layer_json(layer, dict))
+            elif kind == MEDIA_TYPE_MESSAGES:
+                m.messages = [{"role": str(x.get("role", "")), "content": str(x.get("content", ""))}
+                              for x in self.read_layer_json(layer, list) if isinstance(x, dict)]
+            elif kind == MEDIA_TYPE_LICENSE:
+                m.licenses.append(self.read_layer_text(layer))
+        return m
+
+    def _load_named(self, name_text: str, missing: str) -> LoadedModel:
+        name = self.manifests.resolve(require_name(name_text))
+        try:
+            return self.load(name)
+        except NotFound:
+            raise NotFound(missing) from None
+
+    # -- the API ---------------------------------------------------------------------------------
+
+    def list_models(self) -> list[dict]:
+        """/api/tags entries, newest manifest first (second resolution, stable)."""
+        entries = []
+        for name, path in self.manifests.list():
+            try:
+                with open(path, "rb") as f:
+                    raw, mtime_ns = f.read(), os.fstat(f.fileno()).st_mtime_ns
+                manifest = Manifest.from_bytes(raw)
+                config = self.config(manifest.config.digest)
+            except (OSError, ValueError, CorralError) as err:
+                log.warning("skipping model %s: %s", name.display, err)
+                continue
+            model_layer = manifest.first(MEDIA_TYPE_MODEL)
+            parent = (model_layer.from_ or "") if model_layer else ""
+            entries.append((mtime_ns // 1_000_000_000, {
+                "name": name.display, "model": name.display, "modified_at": mtime_ns / 1e9,
+                "size": manifest.size, "digest": _sha256_hex(raw),
+                "details": details_from_config(config, parent),
+            }))
+        entries.sort(key=lambda e: -e[0])
+        return [entry for _, entry in entries]
+
+    def show(self, name_text: str, verbose: bool = False, system: str | None = None,
+             options: dict | None = None) -> dict:
+        """The /api/show response."""
+        from store.modelfile import format_parameters, format_show_modelfile
+
+        if not name_text:
+            raise InvalidArgument("model is required")
+        m = self._load_named(name_text, f"model '{name_text}' not found")
+        info = self.gguf(m.model_layer.digest) if m.model_layer else None
+        template = m.template if m.template is not None else DEFAULT_TEMPLATE
+        shown_system = system or m.system
+        modelfile_params = {**m.params, **(options or {})}
+        model_path = self.blobs.path(m.model_layer.digest) if m.model_layer else ""
+        out: dict = {}
+        if m.licenses:
+            out["license"] = "\n".join(m.licenses)
+        out["modelfile"] = format_show_modelfile(
+            m.name.display, model_path, m.adapter_paths, m.projector_paths, template, shown_system,
+            modelfile_params, m.licenses, m.messages,
+            renderer=m.config.get("renderer") or None, parser=m.config.get("parser") or None)
+        if m.params:
+            out["parameters"] = format_parameters(m.params)
+        out["template"] = template
+        if shown_system:
+            out["system"] = shown_system
+        for key in ("renderer", "parser"):
+            if m.config.get(key):
+                out[key] = m.config[key]
+        out["details"] = details_from_config(m.config, _parent(m))
+        if m.messages:
+            out["messages"] = m.messages
+        out["model_info"] = info.model_info(verbose) if info else {}
+        if m.projector_paths:
+            projector = self.gguf(next(l.digest for l in m.manifest.layers
+                                       if l.media_type == MEDIA_TYPE_PROJECTOR))
+            out["projector_info"] = projector.model_info(verbose)
+        out["tensors"] = info.tensors_json() if info else []
+        caps = _capabilities(m, info)
+        if caps:
+            out["capabilities"] = caps
+        out["modified_at"] = m.mtime_ns / 1e9
+        if m.config.get("requires"):
+            out["requires"] = m.config["requires"]
+        return out
+
+    def capabilities(self, name_text: str) -> list[str]:
+        """The capability list show reports, for the generate/chat/embed checks."""
+        m = self._load_named(name_text, f"model '{name_text}' not found")
+        return _capabilities(m, self.gguf(m.model_layer.digest) if m.model_layer else None)
+
+    def model_spec(self, name_text: str) -> ModelSpec:
+        """What the engine needs to run a model; NotFound "model 'x' not found" if missing."""
+        m = self._load_named(name_text, f"model '{name_text}' not found")
+        if m.model_layer is None:
+            raise FailedPrecondition(f"model '{name_text}' has no GGUF model layer")
+        return ModelSpec(
+            name=m.name.display, digest=_sha256_hex(m.raw), model_path=self.blobs.path(m.model_layer.digest),
+            adapter_paths=m.adapter_paths, projector_paths=m.projector_paths, template=m.template,
+            system=m.system, params=m.params, messages=m.messages, config=m.config,
+            details=details_from_config(m.config, _parent(m)), gguf=self.gguf(m.model_layer.digest))
+
+    def copy(self, src_text: str, dst_text: str) -> None:
+        """Copies the source manifest byte for byte; blobs are shared, not copied."""
+        src = parse_name(src_text)
+        if not src.is_valid():
+            raise InvalidArgument(f"source {go_quote(src_text)} is invalid")
+        src = self.manifests.resolve(src)
+        dst = parse_name(dst_text)
+        if not dst.is_valid():
+            raise InvalidArgument(f"destination {go_quote(dst_text)} is invalid")
+        dst = self.manifests.resolve(dst)
+        try:
+            raw, _ = self.manifests.read_raw(src)
+        except NotFound:
+            raise NotFound(f"model {go_quote(src_text)} not found") from None
+        if self.paths.manifest(src) != self.paths.manifest(dst):
+            self.manifests.write(dst, raw)
+
+    def delete(self, name_text: str) -> None:
+        """Deletes a manifest, its empty directories, then its blobs that nothing else references."""
+        if not name_text:
+            raise InvalidArgument("model is required")
+        name = parse_name(name_text)
+        if not name.is_valid():
+            raise InvalidArgument(f"name {go_quote(name_text)} is invalid")
+        name = self.manifests.resolve(name)
+        missing = f"model '{name_text}' not found"
+        try:
+            raw, _ = self.manifests.read_raw(name)
+            try:
+                candidates = Manifest.from_bytes(raw).all_digests()
+            except ValueError:  # a corrupt manifest can still be deleted
+                candidates = sorted(find_digests(raw))
+            self.manifests.delete(name)
+        except NotFound:
+            raise NotFound(missing) from None
+        self.prune(candidates)
+
+    def create(self, req: dict, pull: Callable[[Name], Iterable[dict]] | None = None) -> Iterator[dict]:
+        """Validates a create request now (raising before any line) and returns the progress stream."""
+        from store.create import start_create
+
+        return start_create(self, req, pull)
+
+    # -- blob lifetime (store/prune.py) ---------------------------------------------------------
+
+    def pinned(self, digests: Iterable[str]):
+        """Context manager: keeps these blobs from being pruned (for a create or pull in progress)."""
+        return self.pruner.pinned(digests)
+
+    def referenced_digests(self) -> tuple[set[str], bool]:
+        return self.pruner.referenced_digests()
+
+    def prune(self, extra_candidates: Iterable[str]) -> list[str]:
+        """Deletes the candidate blobs that no manifest references and nothing pins; returns them."""
+        return self.pruner.prune(extra_candidates)
+
+    def startup_prune(self, grace_seconds: float = PRUNE_GRACE_SECONDS) -> list[str]:
+        """The prune at server start (spec §7, keeping resumable downloads); see store/prune.py."""
+        return self.pruner.startup_prune(grace_seconds)
+
+
+def _sha256_hex(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
+
+
+def _parent(m: LoadedModel) -> str:
+    return (m.model_layer.from_ or "") if m.model_layer else ""
+
+
+def _capabilities(m: LoadedModel, info) -> list[str]:
+    template = m.template if m.template is not None else DEFAULT_TEMPLATE
+    return capabilities(info.kv if info else None, info.architecture if info else "", template,
+                        bool(m.projector_paths), m.config.get("model_family", ""))
