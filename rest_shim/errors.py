@@ -38,7 +38,7 @@ def http_status(code: grpc.StatusCode) -> int:
 
 
 def error_response(status: int, message: str) -> Response:
-    body = json.dumps({"error": message}, ensure_ascii=False)
+    body = json.dumps({"error": message}, ensure_ascii=False, separators=(",", ":"))
     return Response(body, status=status, content_type="application/json; charset=utf-8")
 
 

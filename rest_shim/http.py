@@ -7,13 +7,32 @@ bodies (blob uploads are never buffered whole).
 """
 
 import threading
+from http import HTTPStatus
 
 from cheroot import wsgi
 
 
+def go_reason_phrases(app):
+    """Werkzeug writes reason phrases in capitals ("404 NOT FOUND"); Go and most servers write the
+    standard phrase ("404 Not Found"), which is what a user comparing with Ollama sees."""
+
+    def wrapped(environ, start_response):
+        def start(status, headers, exc_info=None):
+            code = status.split(" ", 1)[0]
+            try:
+                status = f"{code} {HTTPStatus(int(code)).phrase}"
+            except ValueError:
+                pass  # 499 and other non-standard codes keep their text
+            return start_response(status, headers, exc_info)
+
+        return app(environ, start)
+
+    return wrapped
+
+
 def create_http_server(app, host: str, port: int, threads: int = 64) -> wsgi.Server:
     """A bound (not yet serving) server; port 0 picks a free port, read back from bind_addr."""
-    server = wsgi.Server((host, port), app, numthreads=threads, server_name="corral")
+    server = wsgi.Server((host, port), go_reason_phrases(app), numthreads=threads, server_name="corral")
     server.nodelay = True
     server.prepare()
     return server

@@ -11,21 +11,25 @@ from google.protobuf.json_format import MessageToDict
 
 
 def rfc3339(ts, utc: bool = False) -> str:
-    """A Timestamp as RFC 3339 with nanoseconds: UTC 'Z' (created_at) or the local offset (modified_at)."""
-    seconds, nanos = ts.seconds, ts.nanos
-    moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
+    """A Timestamp as Go's RFC3339Nano: UTC 'Z' (created_at) or the local offset (modified_at).
+
+    Like Go, trailing zeros of the fraction are dropped and a zero offset is written 'Z'.
+    """
+    moment = datetime.fromtimestamp(ts.seconds, tz=timezone.utc)
     if not utc:
         moment = moment.astimezone()
-    text = moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{nanos:09d}"
-    if utc:
-        return text + "Z"
+    fraction = f"{ts.nanos:09d}".rstrip("0")
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S") + (f".{fraction}" if fraction else "")
     offset = moment.strftime("%z")
+    if utc or offset in ("+0000", "-0000", ""):
+        return text + "Z"
     return text + offset[:3] + ":" + offset[3:]
 
 
 def struct_to_dict(struct) -> dict:
-    """Struct -> dict with integral numbers back as ints (Struct keeps every number as a double)."""
-    return _ints(MessageToDict(struct))
+    """Struct -> dict with integral numbers back as ints (Struct keeps every number as a double) and keys
+    sorted, as Go's encoding/json writes maps."""
+    return dict(sorted(_ints(MessageToDict(struct)).items()))
 
 
 def _ints(value):

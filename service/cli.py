@@ -54,6 +54,9 @@ def serve(args) -> int:
     target = args.grpc_target
 
     if not args.no_grpc:
+        from service.registry import keys
+
+        keys.load_or_create()  # like Ollama, the registry identity exists from the first start
         root = default_root()
         store = ModelStore(root)
         store.startup_prune()

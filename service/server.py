@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection
 from protos.ollama.v1 import ollama_pb2 as pb
 from protos.ollama.v1 import ollama_pb2_grpc as pb_grpc
 from service.servicer import OllamaServicer
+from store.errors import InvalidArgument
 from store.models import ModelStore
 
 log = logging.getLogger("corral.service")
@@ -37,10 +38,25 @@ def _optional(factory, store):
         return None
 
 
+def _validate_template(text: str) -> None:
+    from service.templates import TemplateError, parse
+
+    try:
+        parse(text)
+    except TemplateError as exc:
+        raise InvalidArgument(f"template error: {exc}") from None
+
+
+def install_store_hooks(store: ModelStore) -> None:
+    """The store stays free of service code; the service lends it what create needs."""
+    store.validate_template = _validate_template
+
+
 def build_servicer(store: ModelStore) -> OllamaServicer:
     from service.inference import Inference
     from service.transfer import Transfer
 
+    install_store_hooks(store)
     return OllamaServicer(store, inference=_optional(Inference, store), transfer=_optional(Transfer, store))
 
 

@@ -192,3 +192,11 @@ def test_streaming_is_flushed_per_line(shim, tiny_gguf):
         assert r.headers.get("Transfer-Encoding") == "chunked"
         first = next(r.iter_lines())
         assert json.loads(first) == {"status": "parsing GGUF"}
+
+
+def test_create_with_bad_template_is_400(shim, tiny_gguf):
+    digest, _ = _upload(shim, tiny_gguf)
+    r = requests.post(shim.url + "/api/create", json={"model": "t", "files": {"a.gguf": digest},
+                                                     "template": "{{ if .System }}unclosed"})
+    assert r.status_code == 400
+    assert r.json()["error"].startswith("template error: ")
