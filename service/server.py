@@ -47,9 +47,34 @@ def _validate_template(text: str) -> None:
         raise InvalidArgument(f"template error: {exc}") from None
 
 
+def _quantize_hook(store: ModelStore):
+    from service.quantize import quantize
+
+    def hook(source, type_name):
+        """Quantizes into a temp file inside blobs/, so the result is renamed into place, not copied."""
+        out = store.paths.temp_blob()
+        try:
+            yield from quantize(source, out, type_name)
+        except BaseException:
+            out.unlink(missing_ok=True)
+            raise
+        return out
+
+    return hook
+
+
 def install_store_hooks(store: ModelStore) -> None:
-    """The store stays free of service code; the service lends it what create needs."""
+    """The store stays free of service code (llama.cpp, converters); the service lends it what create
+    needs: template parsing, quantization in a child process, safetensors conversion, adapter checks."""
+    from service.adapters import validate_adapter
+    from service.convert import convert
+    from service.quantize import normalize_type
+
     store.validate_template = _validate_template
+    store.normalize_quant_type = normalize_type
+    store.quantize_hook = _quantize_hook(store)
+    store.convert_hook = convert
+    store.validate_adapter = validate_adapter
 
 
 def build_servicer(store: ModelStore) -> OllamaServicer:

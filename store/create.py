@@ -70,6 +70,9 @@ class _Plan:
     parameters: dict = field(default_factory=dict)
     messages: list[dict] = field(default_factory=list)
     quantize: str = ""
+    conversion: Iterator[dict] | None = None  # a started safetensors conversion (first line taken)
+    conversion_first: dict | None = None
+    conversion_out: object = None  # Path of the GGUF it writes
 
 
 def start_create(store: "ModelStore", req: dict, pull: Callable[[Name], Iterable[dict]] | None) -> Iterator[dict]:
@@ -84,7 +87,7 @@ def start_create(store: "ModelStore", req: dict, pull: Callable[[Name], Iterable
 def _validate(store: "ModelStore", req: dict, pull) -> _Plan:
     plan = _Plan(store.manifests.resolve(require_name(req.get("model") or req.get("name") or "")))
     req = _with_modelfile(req)
-    plan.quantize = _quant_type(req.get("quantize") or req.get("quantization") or "")
+    plan.quantize = _quant_type(store, req.get("quantize") or req.get("quantization") or "")
     plan.template, plan.system = _text(req, "template"), _text(req, "system")
     if plan.template and store.validate_template is not None:
         store.validate_template(plan.template)
@@ -101,6 +104,8 @@ def _validate(store: "ModelStore", req: dict, pull) -> _Plan:
         plan.needs_pull = not store.manifests.exists(plan.from_name)
         if plan.needs_pull and pull is None:
             raise NotFound(PULL_MISSING)
+    elif files is not None and any(path.endswith(".safetensors") for path in files):
+        _start_conversion(store, plan, files)
     elif files is not None:
         plan.sources = _gguf_sources(store, files, adapter=False)
     else:
@@ -112,7 +117,49 @@ def _validate(store: "ModelStore", req: dict, pull) -> _Plan:
         for source in plan.sources:
             if source.media_type == MEDIA_TYPE_MODEL:
                 _check_quantizable(store, source.info.file_type, plan.quantize)
+    if not plan.needs_pull and plan.conversion is None:
+        _check_adapters(store, plan, [])
     return plan
+
+
+def _start_conversion(store: "ModelStore", plan: _Plan, files: dict) -> None:
+    """Starts the safetensors conversion now, so its request errors (unsupported architecture, missing
+    config) answer with a status before the stream; its first line is kept for the stream."""
+    if store.convert_hook is None:
+        raise InvalidArgument("safetensors conversion is not available")
+    paths = {name: store.blobs.path(parse_digest(d if isinstance(d, str) else "")) for name, d in files.items()}
+    plan.conversion_out = store.paths.temp_blob()
+    plan.conversion = store.convert_hook(paths, plan.conversion_out)
+    try:
+        plan.conversion_first = next(plan.conversion, None)
+    except BaseException:
+        plan.conversion.close()
+        raise
+
+
+def _model_path(store: "ModelStore", plan: _Plan, inherited: list[Layer]):
+    for source in plan.sources:
+        if source.media_type == MEDIA_TYPE_MODEL:
+            return store.blobs.path(source.digest)
+    if plan.from_name is not None and not inherited:
+        manifest, _, _ = store.manifests.read(plan.from_name)
+        inherited = manifest.layers
+    for layer in inherited:
+        if layer.media_type == MEDIA_TYPE_MODEL:
+            return store.blobs.path(layer.digest)
+    return None
+
+
+def _check_adapters(store: "ModelStore", plan: _Plan, inherited: list[Layer]) -> None:
+    """An adapter that does not fit its base makes llama.cpp crash at the first decode: refuse it here."""
+    adapters = [s for s in plan.sources if s.media_type == MEDIA_TYPE_ADAPTER]
+    if not adapters or store.validate_adapter is None:
+        return
+    base = _model_path(store, plan, inherited)
+    if base is None:
+        raise InvalidArgument("invalid adapter: the model has no base weights to apply it to")
+    for adapter in adapters:
+        store.validate_adapter(base, store.blobs.path(adapter.digest))
 
 
 def _with_modelfile(req: dict) -> dict:
@@ -129,9 +176,11 @@ def _with_modelfile(req: dict) -> dict:
     return merged
 
 
-def _quant_type(value) -> str:
+def _quant_type(store: "ModelStore", value) -> str:
     if not value:
         return ""
+    if store.normalize_quant_type is not None:
+        return store.normalize_quant_type(str(value))
     wanted = str(value).upper()
     if wanted not in QUANT_TYPES:
         raise InvalidArgument(f"unsupported quantization type {wanted} - supported types are "
@@ -191,8 +240,6 @@ def _gguf_sources(store: "ModelStore", files: dict, adapter: bool) -> list[_Sour
     from store.gguf_info import is_gguf, read_gguf
 
     digests = {path: parse_digest(files[path] if isinstance(files[path], str) else "") for path in sorted(files)}
-    if any(path.endswith(".safetensors") for path in digests):
-        raise InvalidArgument("safetensors conversion is not supported yet")
     if not any(p.endswith(".gguf") or is_gguf(store.blobs.path(d)) for p, d in digests.items()):
         raise InvalidArgument("unknown type")  # the first file ending .gguf or with GGUF magic decides
     if adapter and len(digests) > 1:
@@ -267,6 +314,10 @@ def _run(store: "ModelStore", plan: _Plan, pull) -> Iterator[dict]:
                 raise NotFound(PULL_MISSING)
         if plan.from_name is not None:
             config = _inherit(store, plan.from_name, layers)
+            if plan.needs_pull:
+                _check_adapters(store, plan, layers.of_type(MEDIA_TYPE_MODEL))
+        if plan.conversion is not None:
+            yield from _convert(store, plan, layers)
         for source in plan.sources:
             yield {"status": "parsing GGUF"}
             layers.pin([source.digest])
@@ -285,6 +336,26 @@ def _run(store: "ModelStore", plan: _Plan, pull) -> Iterator[dict]:
         store.manifests.write(plan.name, Manifest(config_layer, [layer for layer, _ in layers.entries]))
         store.prune(layers.removed + ([] if noprune() else old))
     yield {"status": "success"}
+
+
+def _convert(store: "ModelStore", plan: _Plan, layers: _Layers) -> Iterator[dict]:
+    """Finishes the conversion started during validation; its GGUF becomes the model layer."""
+    try:
+        if plan.conversion_first is not None:
+            yield plan.conversion_first
+        yield from plan.conversion
+    except BaseException:
+        plan.conversion.close()
+        plan.conversion_out.unlink(missing_ok=True)
+        raise
+    digest, created = store.blobs.import_file(plan.conversion_out)
+    layers.pin([digest])
+    if not store.blobs.has(digest):
+        raise Internal(f"blob {digest} was removed while creating the model")
+    layers.append(Layer(MEDIA_TYPE_MODEL, digest, store.blobs.size(digest)), created=created)
+    _check_adapters(store, plan, layers.of_type(MEDIA_TYPE_MODEL))
+    if plan.quantize:
+        _check_quantizable(store, store.gguf(digest).file_type, plan.quantize)
 
 
 def _inherit(store: "ModelStore", from_name: Name, layers: _Layers) -> dict:

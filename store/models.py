@@ -119,8 +119,16 @@ class ModelStore:
         # (best made in blobs/, e.g. at paths.temp_blob(), so it is renamed rather than copied), or is a
         # generator that yields progress lines and then returns that path. validate_template(text)
         # raises InvalidArgument("template error: ...") for a template that does not parse.
+        # normalize_quant_type(text) returns the canonical type name or raises InvalidArgument.
+        # convert_hook(files: {relative name: blob path}, out_path) is a generator that raises request
+        # errors on its first step, yields progress and writes a GGUF (safetensors conversion).
+        # validate_adapter(base_gguf, adapter_gguf) raises InvalidArgument for an adapter that would
+        # crash llama.cpp.
         self.quantize_hook: Callable[[Path, str], Path] | None = None
         self.validate_template: Callable[[str], None] | None = None
+        self.normalize_quant_type: Callable[[str], str] | None = None
+        self.convert_hook: Callable[[dict, Path], Iterator[dict]] | None = None
+        self.validate_adapter: Callable[[Path, Path], None] | None = None
         self._configs = _LRU(1024)
         self._ggufs = _LRU(8)
         self.pruner = Pruner(self.blobs, self.manifests)

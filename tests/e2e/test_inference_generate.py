@@ -139,3 +139,10 @@ def test_official_client_error(models, ollama_client):
     with pytest.raises(ollama.ResponseError) as err:
         ollama_client.generate(model="bert-gen", prompt="x")
     assert err.value.status_code == 400
+
+
+def test_context_continues(models, ollama_client):
+    first = ollama_client.generate(model="tiny", prompt="hello", options=GREEDY)
+    second = ollama_client.generate(model="tiny", prompt="the sky", context=first.context, options=GREEDY)
+    assert second.prompt_eval_count == len(first.context) + 2  # no second BOS: "▁the ▁sky"
+    assert second.context[: len(first.context)] == first.context

@@ -157,7 +157,7 @@ def test_validation_errors_raise_before_the_first_line(store, tmp_path):
         ({"model": "x", "files": {"fake.gguf": text_gguf}}, InvalidArgument,
          "supplied file was not in GGUF format"),
         ({"model": "x", "files": {"model.safetensors": text}}, InvalidArgument,
-         "safetensors conversion is not supported yet"),
+         "safetensors conversion is not available"),
         ({"model": "x", "files": {"m.gguf": digest}, "adapters": {"a.gguf": digest, "b.gguf": digest}},
          InvalidArgument, "only one adapter is currently supported"),
         ({"model": "x", "files": {"m.gguf": digest}, "quantize": "q3_k_l"}, InvalidArgument,
