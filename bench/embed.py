@@ -105,7 +105,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or write_bert_gguf(Path(tmp) / "tiny-bert.gguf")
         a, a_batch = direct(model, inputs, args.threads, args.rounds)
-        print(f"model {model.name}, {N} texts, {args.threads} threads")
+        print(f"model {model.name}, {N} texts, {args.threads} threads, load average {os.getloadavg()[0]:.1f}")
         print(f"(a) llama-cpp-python direct, n_batch={a_batch}: {N / a:8.0f} texts/s")
         os.environ["OLLAMA_NUM_PARALLEL"] = os.environ.get("OLLAMA_NUM_PARALLEL", "1")
         with corral_server() as server:

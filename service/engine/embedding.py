@@ -3,9 +3,10 @@
 Why not Llama.embed(): it truncates silently to n_batch, and its packing puts up to n_batch tokens of
 many inputs into one decode. On CPU that is slower for small encoders (measured 2-3x slower for
 all-MiniLM with n_batch=512: the masked attention over the packed batch costs more than it saves), yet
-n_batch must be at least the longest input. So the context is created with n_batch = n_ctx (any input
-fits) and this module packs only up to `pack_tokens` tokens (default 32) per decode, which measured as
-fast as one input per decode for short texts while still batching tiny ones. Vectors are returned raw
+n_batch must be at least the longest input. So inputs are truncated to n_batch (num_batch, as Ollama's
+runner does; an error with truncate=false) and this module packs only up to `pack_tokens` tokens
+(default 32) per decode, which measured as fast as one input per decode for short texts while still
+batching tiny ones. Vectors are returned raw
 (float32, un-normalised) in input order; the parent normalises (the legacy endpoint wants them raw).
 
 Models without pooling (completion models) have a generation context; for them embeddings are switched
@@ -26,9 +27,9 @@ EMIT_EVERY = 256  # vectors per message to the parent: few messages, yet a long 
 
 
 class Embedder:
-    def __init__(self, llama, n_ctx: int, pooled: bool, pack_tokens: int = 32):
+    def __init__(self, llama, limit: int, pooled: bool, pack_tokens: int = 32):
         self.llama = llama
-        self.n_ctx = n_ctx
+        self.n_ctx = limit  # the longest input, in tokens
         self.pooled = pooled
         self.pack_tokens = max(1, pack_tokens)
         self.n_embd = llama.n_embd()

@@ -10,6 +10,7 @@ leased runner and measures Ollama's durations. Generate and chat live in textgen
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -19,6 +20,7 @@ import numpy as np
 from service.engine import options as opts_mod
 from service.engine.config import EngineConfig, keep_alive_seconds
 from service.engine.runner import Runner
+from service.engine.runner import warm_up as runner_warm_up
 from service.engine.scheduler import Scheduler
 from service.engine.validate import check_adapter, check_model
 from store.errors import InvalidArgument, NotFound
@@ -66,6 +68,8 @@ class Engine:
             default_keep_alive=self.config.keep_alive,
             memory_budget=self.config.memory_budget,
         )
+        if loader is None:
+            threading.Thread(target=runner_warm_up, name="forkserver-warm-up", daemon=True).start()
 
     def close(self) -> None:
         self.scheduler.close()

@@ -21,10 +21,8 @@ import sys
 import threading
 import traceback
 
-try:  # preloaded by the forkserver; imported lazily elsewhere
-    import llama_cpp
-except Exception:  # pragma: no cover - reported at load time
-    llama_cpp = None
+llama_cpp = None  # imported in the child only (runner.py preloads it into the forkserver), so the
+# server process that merely references main() never loads libllama.
 
 
 class RequestError(Exception):
@@ -72,9 +70,10 @@ class Model:
         self.config = config
         n_ctx = int(config["num_ctx"])
         embedding = bool(config.get("embedding"))
-        # An embedding context takes whole inputs in one batch (up to the context), and packs few tokens
-        # per decode (see embedding.py); a generation context uses num_batch as Ollama does.
-        n_batch = n_ctx if embedding else int(config["num_batch"])
+        # num_batch (default 512, at most num_ctx) as Ollama does. An encoder sees each input whole in one
+        # batch, so num_batch is also its longest input (Ollama cuts inputs to num_batch too); making it
+        # n_ctx instead would reserve an n_ctx^2 attention buffer per head (GBs for 8k-context encoders).
+        n_batch = int(config["num_batch"])
         adapters = list(config.get("adapters") or [])
         try:
             self.llama = llama_cpp.Llama(
@@ -94,7 +93,8 @@ class Model:
             raise RuntimeError(f"error loading model: {detail}") from None
         self.n_ctx = n_ctx
         self.embedding = embedding
-        self.embedder = Embedder(self.llama, n_ctx, embedding, int(config.get("pack_tokens", 32)))
+        limit = n_batch if embedding else n_ctx  # a causal model embeds long inputs in several batches
+        self.embedder = Embedder(self.llama, limit, embedding, int(config.get("pack_tokens", 32)))
         self.generator = None if embedding else Generator(self.llama, n_ctx)
         self.warm_up()
 
@@ -129,10 +129,13 @@ class Model:
 
 def main(conn, config: dict) -> None:
     """Child entry point: load, say ready, then serve until told to close or the parent goes away."""
+    global llama_cpp
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when runners stop
     os.environ.setdefault("GGML_NO_BACKTRACE", "1")  # ggml would run gdb on abort: slow, and noise
-    if llama_cpp is None:
-        conn.send(("load_error", "llama_cpp is not installed"))
+    try:
+        import llama_cpp
+    except Exception as exc:  # noqa: BLE001 - reported as a load error
+        conn.send(("load_error", f"llama_cpp is not available: {exc}"))
         return
     logs = _LogCapture()
     try:

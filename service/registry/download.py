@@ -56,7 +56,6 @@ class BlobDownload:
         self._written = threading.Condition()
         self._replies: set = set()
         self._on_exit = on_exit
-        self.fetched = 0  # bytes received from the network in this attempt (tests and the bench read it)
         self.thread = threading.Thread(target=self._run, name=f"pull-{digest[7:19]}", daemon=True)
 
     @property
@@ -134,11 +133,12 @@ class BlobDownload:
                 self.cancel()
             for t in threads:
                 t.join()
-        self.partial.checkpoint()
-        if errors or (self.stop.is_set() and not all(p.done for p in self.partial.parts)):
+        if errors or not all(p.done for p in self.partial.parts):
+            self.partial.checkpoint()  # keep what arrived for the next attempt
             self.stop.set()
             hasher.join()
             raise errors[0] if errors else Cancelled("download cancelled")
+        # Complete: no records to write; the commit's fsync and rename make the blob durable at once.
         hasher.join()
         if errors:
             raise errors[0]
@@ -206,7 +206,6 @@ class BlobDownload:
                 if self.stop.is_set():
                     return
                 raise ConnectionError(f"connection closed after {part.completed} of {part.size} bytes")
-            self.fetched += len(chunk)
             if skip:
                 drop = min(skip, len(chunk))
                 chunk, skip = chunk[drop:], skip - drop

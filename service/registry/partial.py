@@ -5,7 +5,7 @@ failing and the server being killed with SIGKILL, and resume where it stopped, a
 Ollama's files are used as they are: `blobs/sha256-<hex>-partial` holds the data at its final offsets,
 `blobs/sha256-<hex>-partial-<N>` holds `{"N","Offset","Size","Completed"}` for part N. The one rule that
 makes any crash safe: a part's `Completed` only ever counts bytes that were fsynced before the record was
-written, and records are replaced atomically (temp file, fsync, rename). A crash therefore leaves records
+written, and records are replaced atomically (temp file, rename). A crash therefore leaves records
 that under-count, never over-count, and the next pull re-fetches at most the unrecorded tail of each part.
 Anything that does not add up (sizes, offsets, a missing record) is discarded and the download restarts.
 """
@@ -134,10 +134,11 @@ class PartialFile:
         path = self._record_path(part.n)
         tmp = path.with_name(path.name + ".tmp")
         data = json.dumps({"N": part.n, "Offset": part.offset, "Size": part.size, "Completed": completed})
+        # No fsync of the record itself: the data it counts was fsynced first, and a record lost or torn
+        # by a power cut only fails validation in _load, which restarts the download: never unsafe.
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             os.write(fd, data.encode())
-            os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)

@@ -3,8 +3,8 @@
 Why: resume, stall and corruption cases need a registry that misbehaves in controlled ways, and the real
 registry cannot be told to. The proxy forwards every request unchanged (keeping the client's Host, so the
 registry's Location headers point back at the proxy) and, for blob GETs only, can limit the rate, flip a
-byte, drop the connection after some bytes, or redirect them to another host (a CDN). It counts the blob bytes it sent, which is how the tests
-tell a resumed download from a restarted one.
+byte, drop the connection after some bytes, or redirect them to another host (a CDN). It counts the
+blob bytes it sent, which is how the tests tell a resumed download from a restarted one.
 """
 
 from __future__ import annotations

@@ -161,7 +161,8 @@ def test_records_never_count_more_than_was_fsynced(tmp_path):
     partial.write(b"y" * 500, 4000)
     partial.parts[1].completed = 500
     # written but not checkpointed: a crash now keeps nothing
-    assert [json.loads(store.paths.partial_part(digest, n).read_text())["Completed"] for n in range(3)] == [0, 0, 0]
+    records = [json.loads(store.paths.partial_part(digest, n).read_text()) for n in range(3)]
+    assert [r["Completed"] for r in records] == [0, 0, 0]
     partial.checkpoint()
     assert json.loads(store.paths.partial_part(digest, 0).read_text()) == {
         "N": 0, "Offset": 0, "Size": 4000, "Completed": 1000}
