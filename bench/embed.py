@@ -66,7 +66,6 @@ def direct(model: Path, inputs: list[str], threads: int, rounds: int) -> tuple[f
         if t < best:
             best, best_batch = t, n_batch
         llm.close()
-        del llm
     return best, best_batch
 
 

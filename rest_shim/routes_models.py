@@ -1,5 +1,7 @@
 """Model management routes: /, version, tags, show, copy, delete, blobs and create."""
 
+import threading
+
 from flask import Blueprint, Response, request
 
 from protos.ollama.v1 import ollama_pb2 as pb
@@ -100,15 +102,31 @@ def blob_exists(digest):
 
 @bp.route("/api/blobs/<digest>", methods=["POST"])
 def push_blob(digest):
-    """Streams the raw body to the service in chunks; a 4 GiB upload is never held in memory."""
-    source = request.stream
+    """Streams the raw body to the service in chunks; a 4 GiB upload is never held in memory.
+
+    When the service answers before the body is consumed (the blob is already stored), the rest of the
+    body is read and dropped before answering: an HTTP/1.1 client still sending its upload would
+    otherwise see the connection reset instead of our 200. A lock keeps the gRPC sender thread and this
+    drain from reading the body at the same time.
+    """
+    source, lock, state = request.stream, threading.Lock(), {"done": False}
 
     def messages():
         yield pb.PushBlobRequest(digest=digest)
-        while chunk := source.read(BLOB_CHUNK):
+        while True:
+            with lock:
+                chunk = b"" if state["done"] else source.read(BLOB_CHUNK)
+            if not chunk:
+                return
             yield pb.PushBlobRequest(data=chunk)
 
-    reply = stub().PushBlob(messages())
+    try:
+        reply = stub().PushBlob(messages())
+    finally:
+        with lock:
+            state["done"] = True
+            while source.read(BLOB_CHUNK):
+                pass
     return Response(status=201 if reply.created else 200)
 
 

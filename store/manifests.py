@@ -181,11 +181,11 @@ class ManifestStore:
         raw = data.to_bytes() if isinstance(data, Manifest) else bytes(data)
         path = self.paths.manifest(name)
         for attempt in range(10):  # a concurrent delete may prune the new directory before we use it
-            path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
             tmp = self.paths.temp_manifest(name)
             try:
+                path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
-            except FileNotFoundError:
+            except (FileNotFoundError, FileExistsError):  # a racing delete removed a folder mid-mkdir
                 if attempt == 9:
                     raise
                 continue

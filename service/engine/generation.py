@@ -53,11 +53,13 @@ class Generator:
         self._buf = ctypes.create_string_buffer(256)
 
     def piece(self, token: int) -> bytes:
-        """The bytes of one token (llama-cpp-python's token_to_piece returns its whole padded buffer)."""
-        n = llama_cpp.llama_token_to_piece(self.vocab, token, self._buf, len(self._buf), 0, False)
+        """The bytes of one token, control tokens included (as Ollama's runner renders them, so a stop
+        string such as "<|im_end|>" matches even when the vocab does not mark that token end-of-turn).
+        llama-cpp-python's token_to_piece returns its whole padded buffer, hence this."""
+        n = llama_cpp.llama_token_to_piece(self.vocab, token, self._buf, len(self._buf), 0, True)
         if n < 0:
             self._buf = ctypes.create_string_buffer(-n)
-            n = llama_cpp.llama_token_to_piece(self.vocab, token, self._buf, len(self._buf), 0, False)
+            n = llama_cpp.llama_token_to_piece(self.vocab, token, self._buf, len(self._buf), 0, True)
         return self._buf.raw[:n]
 
     def prompt_tokens(self, payload: dict, opts: dict) -> list[int]:
