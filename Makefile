@@ -60,6 +60,9 @@ test: setup system-deps $(NODE_DEPS)
 bench: setup system-deps
 	$(PY) bench/blobs.py
 	$(PY) bench/tags.py
+	$(PY) bench/embed.py
+	$(PY) bench/pull.py
+	$(PY) bench/convert.py
 
 clean:
 	rm -rf $(VENV) tests/polyglot/node_modules
