@@ -6,7 +6,7 @@ generation, optionally pooled for embeddings), bert (embedding-only, WordPiece) 
 0.1-4 MB. The same arguments always give byte-identical files (numpy's seeded generator, no timestamps),
 so digests are stable across runs.
 
-Facts these follow are in /work/shared/notes/llama-cpp-facts.md: the minimal keys llama.cpp needs, 1-D
+Facts these follow are in the project notes on llama.cpp (shared/notes/llama-cpp-facts.md): the minimal keys llama.cpp needs, 1-D
 tensors in F32, bert's position/token-type tensors in F32, K-quants needing rows that are a multiple of 256
 (`quantizable=True`), and adapter tensors `<base>.weight.lora_a (r, n_in)` / `.lora_b (n_out, r)`.
 """
