@@ -100,6 +100,19 @@ def blob_exists(digest):
     return Response(status=200)
 
 
+def _read_full(stream, size: int) -> bytes:
+    """Up to `size` bytes: socket reads return a few KiB at a time, and small gRPC messages cost
+    throughput (Python gRPC moves 64 KiB messages at less than half the rate of 1 MiB ones)."""
+    parts, got = [], 0
+    while got < size:
+        part = stream.read(size - got)
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 @bp.route("/api/blobs/<digest>", methods=["POST"])
 def push_blob(digest):
     """Streams the raw body to the service in chunks; a 4 GiB upload is never held in memory.
@@ -115,7 +128,7 @@ def push_blob(digest):
         yield pb.PushBlobRequest(digest=digest)
         while True:
             with lock:
-                chunk = b"" if state["done"] else source.read(BLOB_CHUNK)
+                chunk = b"" if state["done"] else _read_full(source, BLOB_CHUNK)
             if not chunk:
                 return
             yield pb.PushBlobRequest(data=chunk)
