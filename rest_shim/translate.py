@@ -4,6 +4,7 @@ Ollama JSON is not protobuf JSON: json_format would drop `false` and zero values
 and camelCase names, so each shape is written out explicitly here.
 """
 
+import functools
 import math
 from datetime import datetime, timezone
 
@@ -15,10 +16,15 @@ def rfc3339(ts, utc: bool = False) -> str:
 
     Like Go, trailing zeros of the fraction are dropped and a zero offset is written 'Z'.
     """
-    moment = datetime.fromtimestamp(ts.seconds, tz=timezone.utc)
+    return _rfc3339(ts.seconds, ts.nanos, utc)
+
+
+@functools.lru_cache(maxsize=4096)  # /api/tags formats the same manifest times on every call
+def _rfc3339(seconds: int, nanos: int, utc: bool) -> str:
+    moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
     if not utc:
         moment = moment.astimezone()
-    fraction = f"{ts.nanos:09d}".rstrip("0")
+    fraction = f"{nanos:09d}".rstrip("0")
     text = moment.strftime("%Y-%m-%dT%H:%M:%S") + (f".{fraction}" if fraction else "")
     offset = moment.strftime("%z")
     if utc or offset in ("+0000", "-0000", ""):

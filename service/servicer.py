@@ -68,6 +68,7 @@ class OllamaServicer(pb_grpc.OllamaServicer):
         self.store = store
         self.inference = inference
         self.transfer = transfer
+        self._summaries: dict[tuple, pb.ModelSummary] = {}
 
     # -- model management ------------------------------------------------------------------------
 
@@ -77,19 +78,19 @@ class OllamaServicer(pb_grpc.OllamaServicer):
 
     @handle_errors
     def List(self, request, context):
-        return pb.ListResponse(
-            models=[
-                pb.ModelSummary(
-                    name=m["name"],
-                    model=m["model"],
-                    modified_at=timestamp(m["modified_at"]),
-                    size=m["size"],
-                    digest=m["digest"],
-                    details=details_message(m["details"]),
-                )
-                for m in self.store.list_models()
-            ]
-        )
+        summaries = {}
+        for m in self.store.list_models():
+            key = (m["name"], m["digest"], m["modified_at"])
+            summaries[key] = self._summaries.get(key) or pb.ModelSummary(
+                name=m["name"],
+                model=m["model"],
+                modified_at=timestamp(m["modified_at"]),
+                size=m["size"],
+                digest=m["digest"],
+                details=details_message(m["details"]),
+            )
+        self._summaries = summaries  # unchanged models reuse their message on the next call
+        return pb.ListResponse(models=list(summaries.values()))
 
     @handle_errors
     def Show(self, request, context):

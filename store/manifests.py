@@ -123,6 +123,7 @@ class ManifestStore:
 
     def __init__(self, paths: StorePaths):
         self.paths = paths
+        self._names: dict[tuple[str, ...], Name | None] = {}  # path parts -> parsed name (or invalid)
 
     def resolve(self, name: Name) -> Name:
         """Canonicalises the case of each part against what exists on disk, host to tag.
@@ -235,25 +236,34 @@ class ManifestStore:
     def list(self) -> list[tuple[Name, Path]]:
         """Every manifest file exactly four levels deep whose path is a valid name, sorted by path.
         Other files at that depth are skipped with a warning (our own '.tmp-' files silently)."""
-        found: list[tuple[Name, Path]] = []
+        return [(name, Path(entry.path)) for name, entry in self.entries()]
 
-        def walk(directory: Path, parts: tuple[str, ...]) -> None:
+    def entries(self) -> list[tuple[Name, os.DirEntry]]:
+        """Like list(), with the directory entries themselves (their path strings and a cheap stat):
+        /api/tags walks every manifest per request, and building Path objects dominated its cost."""
+        found: list[tuple[Name, os.DirEntry]] = []
+
+        def walk(directory: str, parts: tuple[str, ...]) -> None:
             try:
-                entries = sorted(os.scandir(directory), key=lambda e: e.name)
+                with os.scandir(directory) as it:
+                    entries = sorted(it, key=lambda e: e.name)
             except (FileNotFoundError, NotADirectoryError):
                 return
             for entry in entries:
                 if len(parts) < 3:
                     if entry.is_dir():
-                        walk(Path(entry.path), parts + (entry.name,))
+                        walk(entry.path, parts + (entry.name,))
                     continue
                 if not entry.is_file() or entry.name.startswith(".tmp-"):
                     continue
-                name = name_from_parts(parts + (entry.name,))
+                key = parts + (entry.name,)
+                if key not in self._names:  # parsing and validating a name costs more than the walk
+                    self._names[key] = name_from_parts(key)
+                name = self._names[key]
                 if name is None:
                     log.warning("skipping manifest with an invalid name: %s", entry.path)
                     continue
-                found.append((name, Path(entry.path)))
+                found.append((name, entry))
 
-        walk(self.paths.manifests_dir, ())
+        walk(str(self.paths.manifests_dir), ())
         return found

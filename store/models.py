@@ -130,20 +130,23 @@ class ModelStore:
         self.convert_hook: Callable[[dict, Path], Iterator[dict]] | None = None
         self.validate_adapter: Callable[[Path, Path], None] | None = None
         self._configs = _LRU(1024)
+        self._tags_cache: dict[str, tuple[tuple, dict]] = {}
         self._ggufs = _LRU(8)
         self.pruner = Pruner(self.blobs, self.manifests)
 
     # -- reading ---------------------------------------------------------------------------------
 
-    def config(self, digest: str) -> dict:
-        """A parsed config blob (cached by digest; a copy is returned); OSError/ValueError if unreadable."""
+    def config(self, digest: str, copy_: bool = True) -> dict:
+        """A parsed config blob (cached by digest); OSError/ValueError if unreadable. A copy is returned
+        unless the caller only reads it (copy_=False), which keeps hot paths such as /api/tags cheap."""
         def load() -> dict:
             with self.blobs.open(digest) as f:
                 doc = json.load(f)
             if not isinstance(doc, dict):
                 raise ValueError("config blob is not a JSON object")
             return doc
-        return copy.deepcopy(self._configs.get_or(digest, load))
+        doc = self._configs.get_or(digest, load)
+        return copy.deepcopy(doc) if copy_ else doc
 
     def gguf(self, digest: str):
         """The GGUF metadata of a model/adapter/projector blob (cached by digest); Internal on failure."""
@@ -216,26 +219,40 @@ class ModelStore:
     # -- the API ---------------------------------------------------------------------------------
 
     def list_models(self) -> list[dict]:
-        """/api/tags entries, newest manifest first (second resolution, stable)."""
-        entries = []
-        for name, path in self.manifests.list():
+        """/api/tags entries, newest manifest first (second resolution, stable).
+
+        Each entry is cached by its manifest file's (inode, mtime, size): manifests are replaced by
+        rename, so any change gives a new key, and an unchanged store costs one stat per model. The
+        returned dicts are shared with the cache: callers must not modify them."""
+        entries, seen = [], {}
+        for name, dir_entry in self.manifests.entries():
+            path = dir_entry.path
             try:
-                with open(path, "rb") as f:
-                    raw, mtime_ns = f.read(), os.fstat(f.fileno()).st_mtime_ns
-                manifest = Manifest.from_bytes(raw)
-                config = self.config(manifest.config.digest)
+                st = dir_entry.stat()
+                key = (st.st_ino, st.st_mtime_ns, st.st_size)
+                cached = self._tags_cache.get(path)
+                entry = cached[1] if cached and cached[0] == key else self._tags_entry(name, path, st)
             except (OSError, ValueError, CorralError) as err:
                 log.warning("skipping model %s: %s", name.display, err)
                 continue
-            model_layer = manifest.first(MEDIA_TYPE_MODEL)
-            parent = (model_layer.from_ or "") if model_layer else ""
-            entries.append((mtime_ns // 1_000_000_000, {
-                "name": name.display, "model": name.display, "modified_at": mtime_ns / 1e9,
-                "size": manifest.size, "digest": _sha256_hex(raw),
-                "details": details_from_config(config, parent),
-            }))
+            seen[path] = (key, entry)
+            entries.append((st.st_mtime_ns // 1_000_000_000, entry))
+        self._tags_cache = seen
         entries.sort(key=lambda e: -e[0])
         return [entry for _, entry in entries]
+
+    def _tags_entry(self, name: Name, path: str, st: os.stat_result) -> dict:
+        with open(path, "rb") as f:
+            raw = f.read()
+        manifest = Manifest.from_bytes(raw)
+        config = self.config(manifest.config.digest, copy_=False)
+        model_layer = manifest.first(MEDIA_TYPE_MODEL)
+        parent = (model_layer.from_ or "") if model_layer else ""
+        return {
+            "name": name.display, "model": name.display, "modified_at": st.st_mtime_ns / 1e9,
+            "size": manifest.size, "digest": _sha256_hex(raw),
+            "details": details_from_config(config, parent),
+        }
 
     def show(self, name_text: str, verbose: bool = False, system: str | None = None,
              options: dict | None = None) -> dict:
