@@ -8,7 +8,7 @@ from protos.ollama.v1 import ollama_pb2 as pb
 from rest_shim import body as b
 from rest_shim import translate
 from rest_shim.client import stub
-from rest_shim.errors import HTTPError, rpc_error_response
+from rest_shim.errors import HTTPError
 from rest_shim.streaming import json_response, ndjson
 
 bp = Blueprint("models", __name__)

@@ -8,7 +8,8 @@ import itertools
 
 from protos.ollama.v1 import ollama_pb2 as pb
 from protos.ollama.v1 import ollama_pb2_grpc as pb_grpc
-from service.status import cancel_event, dict_to_struct, handle_errors, struct_to_dict, timestamp
+from service.status import (cancel_event, dict_to_struct, handle_errors, progress_message, struct_to_dict,
+                            timestamp)
 from service.version import OLLAMA_COMPAT_VERSION
 from store.digests import parse_digest
 from store.errors import InvalidArgument, NotFound
@@ -50,15 +51,6 @@ def create_request_dict(request: pb.CreateRequest) -> dict:
     if request.messages:
         req["messages"] = message_dicts(request.messages)
     return req
-
-
-def progress_message(line: dict) -> pb.ProgressResponse:
-    return pb.ProgressResponse(
-        status=line.get("status", ""),
-        digest=line.get("digest", ""),
-        total=int(line.get("total") or 0),
-        completed=int(line.get("completed") or 0),
-    )
 
 
 class OllamaServicer(pb_grpc.OllamaServicer):

@@ -73,6 +73,18 @@ def cancel_event(context) -> threading.Event:
     return event
 
 
+def progress_message(line: dict):
+    """A progress dict from the store or the registry client -> ProgressResponse."""
+    from protos.ollama.v1 import ollama_pb2 as pb
+
+    return pb.ProgressResponse(
+        status=line.get("status", ""),
+        digest=line.get("digest", ""),
+        total=int(line.get("total") or 0),
+        completed=int(line.get("completed") or 0),
+    )
+
+
 def struct_to_dict(struct: struct_pb2.Struct | None) -> dict:
     """Struct -> plain dict, with integral numbers as int (Struct stores every number as a double)."""
     if struct is None:

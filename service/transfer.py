@@ -16,16 +16,7 @@ from service.registry.client import RegistryClient
 from service.registry.download import Downloads
 from service.registry.pull import pull
 from service.registry.push import push
-from service.status import cancel_event, handle_errors
-
-
-def progress_message(line: dict) -> pb.ProgressResponse:
-    return pb.ProgressResponse(
-        status=line.get("status", ""),
-        digest=line.get("digest", ""),
-        total=int(line.get("total") or 0),
-        completed=int(line.get("completed") or 0),
-    )
+from service.status import cancel_event, handle_errors, progress_message
 
 
 class Transfer:

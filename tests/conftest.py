@@ -4,7 +4,6 @@ Everything runs for real in the test process (store on tmp_path, servicer, chann
 official `ollama` client talks to the shim over loopback HTTP exactly as a user's program would.
 """
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from store.blobs import fsync_dir
 from store.errors import ResourceExhausted
 
 log = logging.getLogger("corral.registry")
@@ -41,12 +42,7 @@ def disk_full(path: Path, exc: OSError) -> ResourceExhausted:
     return ResourceExhausted(f"write {path}: no space left on device")
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+
 
 
 class PartialFile:
@@ -82,7 +78,7 @@ class PartialFile:
             for part in self.parts:
                 if part.durable == 0:
                     self._write_record(part, 0)
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
         except OSError as exc:
             if fresh:
                 self.discard()  # nothing worth keeping: leave no empty reservation behind
@@ -183,7 +179,7 @@ class PartialFile:
         os.fdatasync(self.fd)
         self.close()
         os.replace(self.path, blob)
-        _fsync_dir(blob.parent)
+        fsync_dir(blob.parent)
         self.cleanup()
 
     def cleanup(self) -> None:
