@@ -5,7 +5,6 @@ The Modelfile is parsed here with the same parser the server uses for the legacy
 uploaded as blobs first, then one Create call streams the server's progress lines.
 """
 
-import hashlib
 import sys
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import grpc
 
 from protos.ollama.v1 import ollama_pb2 as pb
 from protos.ollama.v1 import ollama_pb2_grpc as pb_grpc
+from store.digests import file_digest
 from store.errors import CorralError
 from store.modelfile import modelfile_to_create, parse_modelfile
 
@@ -21,11 +21,7 @@ CHUNK = 1024 * 1024
 
 def _uploader(stub):
     def upload(path: Path) -> str:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            while chunk := f.read(CHUNK):
-                h.update(chunk)
-        digest = "sha256:" + h.hexdigest()
+        digest = file_digest(path)
 
         def messages():
             yield pb.PushBlobRequest(digest=digest)

@@ -142,15 +142,15 @@ class OllamaServicer(pb_grpc.OllamaServicer):
 
     @handle_errors
     def Create(self, request, context):
-        pull = None
-        if self.transfer is not None:
-            cancel = cancel_event(context)
-
-            def pull(name):  # a missing base model is pulled first, its lines inside the create stream
-                return self.transfer.pull_progress(getattr(name, "full", name), request.insecure, cancel)
-
-        for line in self.store.create(create_request_dict(request), pull=pull):
+        for line in self.store.create(create_request_dict(request), pull=self._puller(request, context)):
             yield progress_message(line)
+
+    def _puller(self, request, context):
+        """A missing base model is pulled first, its lines inside the create stream."""
+        if self.transfer is None:
+            return None
+        cancel = cancel_event(context)
+        return lambda name: self.transfer.pull_progress(name.full, request.insecure, cancel)
 
     # -- transfers and inference live in their own modules ---------------------------------------
 

@@ -22,7 +22,7 @@ import threading
 from pathlib import Path
 from typing import BinaryIO, Iterable
 
-from store.digests import digest_from_filename, parse_digest
+from store.digests import digest_from_filename, file_digest, parse_digest
 from store.errors import InvalidArgument, NotFound, ResourceExhausted
 from store.paths import FILE_MODE, StorePaths
 
@@ -202,13 +202,17 @@ class BlobStore:
 
     def hash_file(self, path: Path) -> str:
         """`sha256:<hex>` of a file's content."""
-        hasher = hashlib.sha256()
-        buf = bytearray(BUFFER_SIZE)
-        view = memoryview(buf)
-        with open(path, "rb", buffering=0) as f:
-            while n := f.readinto(buf):
-                hasher.update(view[:n])
-        return "sha256:" + hasher.hexdigest()
+        return file_digest(path)
+
+    @staticmethod
+    def _seal(path: Path) -> None:
+        """Makes a finished temp file durable and world-readable before it is renamed into place."""
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.fchmod(fd, FILE_MODE)
+        finally:
+            os.close(fd)
 
     def commit_file(self, tmp_path: str | os.PathLike, expected: str) -> None:
         """Verifies an already-written file (a finished `-partial` download, a quantized model) and
@@ -222,12 +226,7 @@ class BlobStore:
             raise DigestMismatch(
                 expected, actual,
                 f"digest mismatch, file must be downloaded again: want {expected}, got {actual}")
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-            os.fchmod(fd, FILE_MODE)
-        finally:
-            os.close(fd)
+        self._seal(tmp)
         os.replace(tmp, self.paths.blob(expected))
         fsync_dir(self.paths.blobs_dir)
 
@@ -243,12 +242,7 @@ class BlobStore:
                 tmp.unlink(missing_ok=True)
         digest = self.hash_file(tmp)
         try:
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-                os.fchmod(fd, FILE_MODE)
-            finally:
-                os.close(fd)
+            self._seal(tmp)
             return digest, self._install(tmp, digest)
         finally:
             tmp.unlink(missing_ok=True)

@@ -57,3 +57,14 @@ def find_digests(data: bytes) -> set[str]:
     cannot parse, so that pruning never deletes what it might reference."""
     text = data.decode("utf-8", errors="replace")
     return {f"sha256:{m.group(1)}" for m in _DIGEST_RE.finditer(text)}
+
+
+def file_digest(path) -> str:
+    """`sha256:<hex>` of a file's content, read in 1 MiB blocks into one reused buffer."""
+    hasher = hashlib.sha256()
+    buf = bytearray(1 << 20)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            hasher.update(view[:n])
+    return "sha256:" + hasher.hexdigest()

@@ -9,7 +9,6 @@ quoted line breaks are dropped, a quoted value runs on until its closing quote e
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from store.digests import file_digest
 from store.errors import InvalidArgument
 from store.modelfile_print import format_parameters, format_show_modelfile, go_quote, quote  # noqa: F401
 
@@ -260,15 +260,6 @@ _PRIMARY = ("model*.safetensors", "consolidated*.safetensors", "pytorch_model*.b
 _EXTRAS = ("*.json", "**/*.json", "tokenizer.model", "chat_template.jinja")
 
 
-def file_sha256(path: Path) -> str:
-    """The default `import_file`: the file's digest, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
-
-
 def _files_for_dir(root: Path) -> list[Path]:
     """The files a model directory contributes (spec §7): the first weight pattern that matches, plus extras."""
     picked: list[Path] = []
@@ -312,7 +303,7 @@ def modelfile_to_create(commands: list[Command], base_dir: Path | None = None,
     just hash it), which returns its digest; a store passes one that also writes the blob. Keys that are
     empty are left out, like Go's omitempty.
     """
-    import_file = import_file or file_sha256
+    import_file = import_file or file_digest
     req: dict = {}
     params: dict = {}
     for cmd in commands:

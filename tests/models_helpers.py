@@ -3,23 +3,15 @@
 Everything goes through the public API (gRPC here), so these helpers exercise the real paths too.
 """
 
-import hashlib
 from pathlib import Path
 
 from protos.ollama.v1 import ollama_pb2 as pb
+from store.digests import file_digest
 from tests.gguf_models import write_bert_gguf, write_llama_gguf
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
-
-
 def upload(stub, path: Path) -> str:
-    digest = sha256_file(path)
+    digest = file_digest(path)
     data = path.read_bytes()
 
     def messages():

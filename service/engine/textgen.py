@@ -114,10 +114,7 @@ def generate(engine: Engine, req: dict, cancel=None) -> Iterator[dict]:
         raise InvalidArgument(f'"{name}" does not support generate')
     if req.get("suffix") and "insert" not in caps:
         raise InvalidArgument(f'"{name}" does not support insert')
-    think = req.get("think") or ""
-    if think not in THINK_OFF and "thinking" not in caps:
-        raise InvalidArgument(f'"{name}" does not support thinking')
-    fmt = check_format(req.get("format") or "")
+    think, fmt = _think_and_format(name, req, caps)
     if not prompt:
         yield from _load_or_unload(engine, spec, dict(req, cancel=cancel), "response", start)
         return
@@ -135,6 +132,14 @@ def generate(engine: Engine, req: dict, cancel=None) -> Iterator[dict]:
         if item["done"] and raw:
             item.pop("context", None)
         yield item
+
+
+def _think_and_format(name: str, req: dict, caps) -> tuple[str, str]:
+    """The checks generate and chat share once capabilities are known: thinking, then the format."""
+    think = req.get("think") or ""
+    if think not in THINK_OFF and "thinking" not in caps:
+        raise InvalidArgument(f'"{name}" does not support thinking')
+    return think, check_format(req.get("format") or "")
 
 
 def chat(engine: Engine, req: dict, cancel=None) -> Iterator[dict]:
@@ -156,10 +161,7 @@ def chat(engine: Engine, req: dict, cancel=None) -> Iterator[dict]:
         from store.names import parse_name
 
         raise InvalidArgument(f"{parse_name(name).full} does not support tools")
-    think = req.get("think") or ""
-    if think not in THINK_OFF and "thinking" not in caps:
-        raise InvalidArgument(f'"{name}" does not support thinking')
-    fmt = check_format(req.get("format") or "")
+    think, fmt = _think_and_format(name, req, caps)
     if not messages:
         yield from _load_or_unload(engine, spec, dict(req, cancel=cancel), "content", start)
         return
