@@ -26,20 +26,24 @@ $(STAMP): pyproject.toml scripts/llama-wheel.sh
 setup: $(STAMP) $(GEN)
 
 # Generated code is committed (so an install from git works) and checked for staleness by check-protos.
+# protoc names Python modules after the .proto's path, so it compiles through a staging folder where
+# corral/protos links to protos/: the generated code then imports `corral.protos.ollama.v1`, as installed.
+define protoc
+stage=$$(mktemp -d) && mkdir -p $$stage/corral && ln -s "$(CURDIR)/protos" $$stage/corral/protos && \
+$(PY) -m grpc_tools.protoc -I $$stage -I protos/third_party \
+  --python_out=$(1) --grpc_python_out=$(1) --pyi_out=$(1) corral/$(PROTO) && rm -rf $$stage
+endef
+
 $(GEN) &: $(PROTO) | $(STAMP)
-	$(PY) -m grpc_tools.protoc -I . -I protos/third_party \
-	  --python_out=. --grpc_python_out=. --pyi_out=. $(PROTO)
+	$(call protoc,$$stage)
 
 protos: | $(STAMP)
-	$(PY) -m grpc_tools.protoc -I . -I protos/third_party \
-	  --python_out=. --grpc_python_out=. --pyi_out=. $(PROTO)
+	$(call protoc,$$stage)
 
 check-protos: | $(STAMP)
-	@tmp=$$(mktemp -d) && \
-	$(PY) -m grpc_tools.protoc -I . -I protos/third_party \
-	  --python_out=$$tmp --grpc_python_out=$$tmp --pyi_out=$$tmp $(PROTO) && \
-	for f in $(GEN); do cmp -s $$f $$tmp/$$f || { echo "stale generated code: $$f (run make protos)"; exit 1; }; done; \
-	rm -rf $$tmp; echo "generated code is up to date"
+	@out=$$(mktemp -d) && $(call protoc,$$out) && \
+	for f in $(GEN); do cmp -s $$f $$out/corral/$$f || { echo "stale generated code: $$f (run make protos)"; exit 1; }; done; \
+	rm -rf $$out; echo "generated code is up to date"
 
 # The registry tests need Debian's docker-registry; installed when missing and we may (root).
 system-deps:

@@ -29,7 +29,7 @@ E, F, V, HEADS = 2048, 5632, 32000, 16
 CHILD = r"""
 import resource, sys, time
 from pathlib import Path
-from service.convert import convert
+from corral.service.convert import convert
 d = Path(sys.argv[1])
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t = time.perf_counter()
@@ -78,7 +78,7 @@ def write_model(d: Path) -> int:
 
 
 def main() -> None:
-    from service.quantize import quantize
+    from corral.service.convert.quantize import quantize
 
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP", "/var/tmp")) as tmp:
         d = Path(tmp) / "model"

@@ -48,7 +48,7 @@ def corral_server(store: Path | None = None):
         http, rpc = free_port(), free_port()
         env = dict(os.environ, OLLAMA_MODELS=str(store), OLLAMA_HOST=f"127.0.0.1:{http}", NO_PROXY="*")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve", "--grpc-address", f"127.0.0.1:{rpc}"],
+            [sys.executable, "-m", "corral.service.cli.main", "serve", "--grpc-address", f"127.0.0.1:{rpc}"],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
         try:

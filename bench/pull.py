@@ -36,10 +36,10 @@ CHUNK = 1 << 20
 
 def make_model(store: Path, registry_host: str) -> tuple[str, Path]:
     """Writes a SIZE-byte model (blob, config, manifest) into a store without holding it in memory."""
-    from store.blobs import BlobStore
-    from store.manifests import Layer, Manifest, ManifestStore
-    from store.names import parse_name
-    from store.paths import StorePaths
+    from corral.store.blobs import BlobStore
+    from corral.store.manifests import Layer, Manifest, ManifestStore
+    from corral.store.names import parse_name
+    from corral.store.paths import StorePaths
 
     paths = StorePaths(store)
     paths.ensure_dirs()

@@ -6,18 +6,18 @@ import logging
 import grpc
 from flask import Flask, Response
 
-from rest_shim import guards
-from rest_shim.client import Client
-from rest_shim.errors import HTTPError, error_response, rpc_error_response
+from corral.rest_shim import guards
+from corral.rest_shim.client import Client
+from corral.rest_shim.errors import HTTPError, error_response, rpc_error_response
 
 log = logging.getLogger("corral.shim")
 
-BLUEPRINTS = ("rest_shim.routes_models", "rest_shim.routes_transfer", "rest_shim.routes_inference")
+BLUEPRINTS = ("corral.rest_shim.routes_models", "corral.rest_shim.routes_transfer", "corral.rest_shim.routes_inference")
 
 
 def create_app(grpc_target: str, loopback: bool = True) -> Flask:
     """The shim for a gRPC target; `loopback` turns on the Host guard (only when we listen on loopback)."""
-    app = Flask("corral")
+    app = Flask(__name__)
     app.extensions["corral"] = Client(grpc_target)
     guards.install(app, loopback)
     for module_name in BLUEPRINTS:

@@ -11,7 +11,7 @@ from flask import request
 from google.protobuf import duration_pb2, struct_pb2
 from google.protobuf.json_format import ParseDict
 
-from rest_shim.errors import HTTPError
+from corral.rest_shim.errors import HTTPError
 
 # JSON kind names as Go's encoding/json prints them in "cannot unmarshal <kind>".
 def _kind(value) -> str:

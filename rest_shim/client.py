@@ -3,7 +3,7 @@
 import grpc
 from flask import current_app
 
-from protos.ollama.v1 import ollama_pb2_grpc as pb_grpc
+from corral.protos.ollama.v1 import ollama_pb2_grpc as pb_grpc
 
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 CHANNEL_OPTIONS = [

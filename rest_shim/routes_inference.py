@@ -12,12 +12,12 @@ import json
 
 from flask import Blueprint, Response
 
-from protos.ollama.v1 import ollama_pb2 as pb
-from rest_shim import body as b
-from rest_shim import translate
-from rest_shim.client import stub
-from rest_shim.errors import HTTPError
-from rest_shim.streaming import json_response, ndjson
+from corral.protos.ollama.v1 import ollama_pb2 as pb
+from corral.rest_shim import body as b
+from corral.rest_shim import translate
+from corral.rest_shim.client import stub
+from corral.rest_shim.errors import HTTPError
+from corral.rest_shim.streaming import json_response, ndjson
 
 bp = Blueprint("inference", __name__)
 _F32 = "{:.9g}".format  # nine significant digits: the shortest format that round-trips any float32

@@ -8,12 +8,12 @@ as in Ollama: registry credentials come from the server's environment.
 
 from flask import Blueprint
 
-from protos.ollama.v1 import ollama_pb2 as pb
-from rest_shim import body as b
-from rest_shim import translate
-from rest_shim.client import stub
-from rest_shim.errors import HTTPError
-from rest_shim.streaming import ndjson
+from corral.protos.ollama.v1 import ollama_pb2 as pb
+from corral.rest_shim import body as b
+from corral.rest_shim import translate
+from corral.rest_shim.client import stub
+from corral.rest_shim.errors import HTTPError
+from corral.rest_shim.streaming import ndjson
 
 bp = Blueprint("transfer", __name__)
 

@@ -11,7 +11,7 @@ import json
 import grpc
 from flask import Response
 
-from rest_shim.errors import rpc_error_response
+from corral.rest_shim.errors import rpc_error_response
 
 NDJSON = "application/x-ndjson"
 

@@ -11,11 +11,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from protos.ollama.v1 import ollama_pb2 as pb
-from protos.ollama.v1 import ollama_pb2_grpc as pb_grpc
-from service.servicer import OllamaServicer
-from store.errors import InvalidArgument
-from store.models import ModelStore
+from corral.protos.ollama.v1 import ollama_pb2 as pb
+from corral.protos.ollama.v1 import ollama_pb2_grpc as pb_grpc
+from corral.service.api.servicer import OllamaServicer
+from corral.store.errors import InvalidArgument
+from corral.store.models import ModelStore
 
 log = logging.getLogger("corral.service")
 
@@ -39,7 +39,7 @@ def _optional(factory, store):
 
 
 def _validate_template(text: str) -> None:
-    from service.templates import TemplateError, parse
+    from corral.service.prompt.templates import TemplateError, parse
 
     try:
         parse(text)
@@ -48,7 +48,7 @@ def _validate_template(text: str) -> None:
 
 
 def _quantize_hook(store: ModelStore):
-    from service.quantize import quantize
+    from corral.service.convert.quantize import quantize
 
     def hook(source, type_name):
         """Quantizes into a temp file inside blobs/, so the result is renamed into place, not copied."""
@@ -66,9 +66,9 @@ def _quantize_hook(store: ModelStore):
 def install_store_hooks(store: ModelStore) -> None:
     """The store stays free of service code (llama.cpp, converters); the service lends it what create
     needs: template parsing, quantization in a child process, safetensors conversion, adapter checks."""
-    from service.adapters import validate_adapter
-    from service.convert import convert
-    from service.quantize import normalize_type
+    from corral.service.convert.adapters import validate_adapter
+    from corral.service.convert import convert
+    from corral.service.convert.quantize import normalize_type
 
     store.validate_template = _validate_template
     store.normalize_quant_type = normalize_type
@@ -78,8 +78,8 @@ def install_store_hooks(store: ModelStore) -> None:
 
 
 def build_servicer(store: ModelStore) -> OllamaServicer:
-    from service.inference import Inference
-    from service.transfer import Transfer
+    from corral.service.api.inference import Inference
+    from corral.service.api.transfer import Transfer
 
     install_store_hooks(store)
     return OllamaServicer(store, inference=_optional(Inference, store), transfer=_optional(Transfer, store))

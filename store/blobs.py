@@ -22,9 +22,9 @@ import threading
 from pathlib import Path
 from typing import BinaryIO, Iterable
 
-from store.digests import digest_from_filename, file_digest, parse_digest
-from store.errors import InvalidArgument, NotFound, ResourceExhausted
-from store.paths import FILE_MODE, StorePaths
+from corral.store.digests import digest_from_filename, file_digest, parse_digest
+from corral.store.errors import InvalidArgument, NotFound, ResourceExhausted
+from corral.store.paths import FILE_MODE, StorePaths
 
 BUFFER_SIZE = 1 << 20
 

@@ -26,17 +26,17 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
-from store.digests import find_digests, parse_digest
-from store.errors import Internal, InvalidArgument, NotFound
-from store.gocompat import go_json
-from store.manifests import (GGUF_MEDIA_TYPES, MEDIA_TYPE_ADAPTER, MEDIA_TYPE_CONFIG, MEDIA_TYPE_LICENSE,
+from corral.store.digests import find_digests, parse_digest
+from corral.store.errors import Internal, InvalidArgument, NotFound
+from corral.store.gocompat import go_json
+from corral.store.manifests import (GGUF_MEDIA_TYPES, MEDIA_TYPE_ADAPTER, MEDIA_TYPE_CONFIG, MEDIA_TYPE_LICENSE,
                              MEDIA_TYPE_MESSAGES, MEDIA_TYPE_MODEL, MEDIA_TYPE_PARAMS, MEDIA_TYPE_PROJECTOR,
                              MEDIA_TYPE_SYSTEM, MEDIA_TYPE_TEMPLATE, TEMPLATE_MEDIA_TYPES, Layer, Manifest)
-from store.names import Name, require_name
-from store.prune import noprune
+from corral.store.names import Name, require_name
+from corral.store.prune import noprune
 
 if TYPE_CHECKING:
-    from store.models import ModelStore
+    from corral.store.models import ModelStore
 
 NEITHER = "neither 'from' or 'files' was specified"
 PULL_MISSING = "pull model manifest: file does not exist"
@@ -166,7 +166,7 @@ def _with_modelfile(req: dict) -> dict:
     """Legacy create: a `modelfile` is used only when neither `from` nor `files` is given."""
     if req.get("from") or req.get("files") is not None or not req.get("modelfile"):
         return req
-    from store.modelfile import modelfile_to_create, parse_modelfile
+    from corral.store.modelfile import modelfile_to_create, parse_modelfile
 
     converted = modelfile_to_create(parse_modelfile(req["modelfile"]), None)
     merged = dict(req)
@@ -237,7 +237,7 @@ def _check_paths(files) -> None:
 
 def _gguf_sources(store: "ModelStore", files: dict, adapter: bool) -> list[_Source]:
     """Parses uploaded GGUFs, in file-name order (maps have none), model layers first."""
-    from store.gguf_info import is_gguf, read_gguf
+    from corral.store.gguf_info import is_gguf, read_gguf
 
     digests = {path: parse_digest(files[path] if isinstance(files[path], str) else "") for path in sorted(files)}
     if not any(p.endswith(".gguf") or is_gguf(store.blobs.path(d)) for p, d in digests.items()):
@@ -404,7 +404,7 @@ def _quantize(store: "ModelStore", wanted: str, layers: _Layers) -> Iterator[dic
 
 def _gguf_config(store: "ModelStore", layers: _Layers) -> dict:
     """Format, family, families, parameter size and file type from the GGUF layers, first one winning."""
-    from store.gguf_info import human_parameter_count
+    from corral.store.gguf_info import human_parameter_count
 
     config = {"model_format": "", "model_family": "", "model_families": None, "model_type": "", "file_type": ""}
     for layer, _ in layers.entries:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from store.errors import InvalidArgument
+from corral.store.errors import InvalidArgument
 
 INVALID_DIGEST = "invalid digest format"
 

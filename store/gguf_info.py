@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from gguf import GGMLQuantizationType
 
-from store.errors import Internal, InvalidArgument
+from corral.store.errors import Internal, InvalidArgument
 
 NOT_GGUF = "supplied file was not in GGUF format"
 

@@ -20,11 +20,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from store.blobs import fsync_dir
-from store.errors import Internal, NotFound
-from store.gocompat import go_json
-from store.names import Name, name_from_parts
-from store.paths import DIR_MODE, FILE_MODE, StorePaths
+from corral.store.blobs import fsync_dir
+from corral.store.errors import Internal, NotFound
+from corral.store.gocompat import go_json
+from corral.store.names import Name, name_from_parts
+from corral.store.paths import DIR_MODE, FILE_MODE, StorePaths
 
 log = logging.getLogger(__name__)
 

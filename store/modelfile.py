@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from store.digests import file_digest
-from store.errors import InvalidArgument
-from store.modelfile_print import format_parameters, format_show_modelfile, go_quote, quote  # noqa: F401
+from corral.store.digests import file_digest
+from corral.store.errors import InvalidArgument
+from corral.store.modelfile_print import format_parameters, format_show_modelfile, go_quote, quote  # noqa: F401
 
 log = logging.getLogger(__name__)
 

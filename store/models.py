@@ -24,17 +24,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from store.blobs import BlobStore
-from store.capabilities import capabilities
-from store.digests import find_digests
-from store.errors import CorralError, FailedPrecondition, Internal, InvalidArgument, NotFound
-from store.gocompat import go_quote
-from store.manifests import (MEDIA_TYPE_ADAPTER, MEDIA_TYPE_LICENSE, MEDIA_TYPE_MESSAGES, MEDIA_TYPE_MODEL,
+from corral.store.blobs import BlobStore
+from corral.store.capabilities import capabilities
+from corral.store.digests import find_digests
+from corral.store.errors import CorralError, FailedPrecondition, Internal, InvalidArgument, NotFound
+from corral.store.gocompat import go_quote
+from corral.store.manifests import (MEDIA_TYPE_ADAPTER, MEDIA_TYPE_LICENSE, MEDIA_TYPE_MESSAGES, MEDIA_TYPE_MODEL,
                              MEDIA_TYPE_PARAMS, MEDIA_TYPE_PROJECTOR, MEDIA_TYPE_SYSTEM, TEMPLATE_MEDIA_TYPES,
                              Layer, Manifest, ManifestStore)
-from store.names import Name, parse_name, require_name
-from store.paths import StorePaths, default_root
-from store.prune import PRUNE_GRACE_SECONDS, Pruner, noprune  # noqa: F401 (noprune re-exported)
+from corral.store.names import Name, parse_name, require_name
+from corral.store.paths import StorePaths, default_root
+from corral.store.prune import PRUNE_GRACE_SECONDS, Pruner, noprune  # noqa: F401 (noprune re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class ModelStore:
 
     def gguf(self, digest: str):
         """The GGUF metadata of a model/adapter/projector blob (cached by digest); Internal on failure."""
-        from store.gguf_info import read_gguf
+        from corral.store.gguf_info import read_gguf
 
         path = self.blobs.path(digest)
         if not path.is_file():  # one stat, so a cached parse never hides a deleted blob
@@ -257,7 +257,7 @@ class ModelStore:
     def show(self, name_text: str, verbose: bool = False, system: str | None = None,
              options: dict | None = None) -> dict:
         """The /api/show response."""
-        from store.modelfile import format_parameters, format_show_modelfile
+        from corral.store.modelfile import format_parameters, format_show_modelfile
 
         if not name_text:
             raise InvalidArgument("model is required")
@@ -354,7 +354,7 @@ class ModelStore:
 
     def create(self, req: dict, pull: Callable[[Name], Iterable[dict]] | None = None) -> Iterator[dict]:
         """Validates a create request now (raising before any line) and returns the progress stream."""
-        from store.create import start_create
+        from corral.store.create import start_create
 
         return start_create(self, req, pull)
 

@@ -24,9 +24,9 @@ import os
 import secrets
 from pathlib import Path
 
-from store.digests import digest_filename
-from store.errors import InvalidArgument
-from store.names import Name
+from corral.store.digests import digest_filename
+from corral.store.errors import InvalidArgument
+from corral.store.names import Name
 
 DIR_MODE = 0o755
 FILE_MODE = 0o644

@@ -20,10 +20,10 @@ from collections import Counter
 from contextlib import contextmanager
 from typing import Iterable
 
-from store.blobs import BlobStore, fsync_dir
-from store.digests import digest_from_filename, find_digests, is_digest, parse_digest
-from store.manifests import Manifest, ManifestStore
-from store.paths import env_var
+from corral.store.blobs import BlobStore, fsync_dir
+from corral.store.digests import digest_from_filename, find_digests, is_digest, parse_digest
+from corral.store.manifests import Manifest, ManifestStore
+from corral.store.paths import env_var
 
 log = logging.getLogger(__name__)
 

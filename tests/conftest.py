@@ -10,7 +10,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from protos.ollama.v1 import ollama_pb2_grpc as pb_grpc
+from corral.protos.ollama.v1 import ollama_pb2_grpc as pb_grpc
 
 
 @dataclass
@@ -38,8 +38,8 @@ def store_root(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture
 def server(store_root):
-    from service.server import close_servicer, create_server
-    from store.models import ModelStore
+    from corral.service.server import close_servicer, create_server
+    from corral.store.models import ModelStore
 
     store = ModelStore(store_root)
     grpc_server, servicer, port = create_server(store, "127.0.0.1:0")
@@ -56,8 +56,8 @@ def server(store_root):
 
 @pytest.fixture
 def shim(server):
-    from rest_shim.app import create_app
-    from rest_shim.http import create_http_server, serve_in_thread
+    from corral.rest_shim.app import create_app
+    from corral.rest_shim.http import create_http_server, serve_in_thread
 
     app = create_app(server.target)
     http = create_http_server(app, "127.0.0.1", 0, threads=16)

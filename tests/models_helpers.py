@@ -5,8 +5,8 @@ Everything goes through the public API (gRPC here), so these helpers exercise th
 
 from pathlib import Path
 
-from protos.ollama.v1 import ollama_pb2 as pb
-from store.digests import file_digest
+from corral.protos.ollama.v1 import ollama_pb2 as pb
+from corral.store.digests import file_digest
 from tests.gguf_models import write_bert_gguf, write_llama_gguf
 
 

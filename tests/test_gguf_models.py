@@ -164,7 +164,7 @@ def test_quantizable_model_takes_k_quants(tmp_path):
         print(json.dumps({{"rc": rc, "n": r["usage"]["completion_tokens"]}}))
     """)
     assert out["rc"] == 0 and out["n"] >= 1
-    from store.gguf_info import read_gguf
+    from corral.store.gguf_info import read_gguf
 
     info = read_gguf(dst)
     assert info.file_type == "Q4_K_M"

@@ -8,7 +8,7 @@ written tensor by tensor (service/convert/base.py).
 `files` maps the request's relative names ("model.safetensors", "config.json", "1_Pooling/config.json",
 ...) to blob paths; they are linked into a temporary folder with those names so each converter reads a
 normal Hugging Face model folder. config.json's architectures[0] picks the converter. The output is F16
-(1-D tensors F32); quantize it afterwards with service.quantize.quantize when the request asks for it.
+(1-D tensors F32); quantize it afterwards with service.convert.quantize.quantize when the request asks for it.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ import threading
 from pathlib import Path, PurePosixPath
 from typing import Iterator
 
-from service.convert.base import Converter, prepare, write_gguf
-from service.convert.bert import BertConverter
-from service.convert.decoder import LlamaConverter, Qwen2Converter
-from service.convert.gemma import Gemma2Converter, Gemma3Converter, GemmaConverter
-from service.convert.safetensors import index_tensors
-from store.errors import Internal, InvalidArgument
+from corral.service.convert.base import Converter, prepare, write_gguf
+from corral.service.convert.bert import BertConverter
+from corral.service.convert.decoder import LlamaConverter, Qwen2Converter
+from corral.service.convert.gemma import Gemma2Converter, Gemma3Converter, GemmaConverter
+from corral.service.convert.safetensors import index_tensors
+from corral.store.errors import Internal, InvalidArgument
 
 ARCHITECTURES: dict[str, type[Converter]] = {
     "LlamaForCausalLM": LlamaConverter,

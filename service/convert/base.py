@@ -21,8 +21,8 @@ from typing import Callable, Iterator
 import gguf
 import numpy as np
 
-from service.convert.safetensors import TensorRef
-from store.errors import Cancelled, InvalidArgument
+from corral.service.convert.safetensors import TensorRef
+from corral.store.errors import Cancelled, InvalidArgument
 
 # Tensors the converters drop silently: buffers and heads llama.cpp has no use for.
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq", "position_ids", "attn.masked_bias", "attn.bias")

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import gguf
 
-from service.convert.base import Converter
-from service.convert.decoder import write_pooling
-from service.convert.vocab import add_vocab
+from corral.service.convert.base import Converter
+from corral.service.convert.decoder import write_pooling
+from corral.service.convert.vocab import add_vocab
 
 _DROP_PREFIXES = ("pooler.", "cls.predictions", "cls.seq_relationship")
 

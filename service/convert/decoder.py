@@ -19,8 +19,8 @@ import math
 import gguf
 import numpy as np
 
-from service.convert.base import Converter, Plan
-from service.convert.vocab import add_vocab
+from corral.service.convert.base import Converter, Plan
+from corral.service.convert.vocab import add_vocab
 
 
 def rope_parameters(hp: dict) -> tuple[dict, dict]:

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import gguf
 
-from service.convert.decoder import LlamaConverter, write_rope
-from service.convert.vocab import add_vocab
+from corral.service.convert.decoder import LlamaConverter, write_rope
+from corral.service.convert.vocab import add_vocab
 
 
 class GemmaConverter(LlamaConverter):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from store.errors import InvalidArgument
+from corral.store.errors import InvalidArgument
 
 _DTYPES = {
     "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint16,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-from store.errors import InvalidArgument
+from corral.store.errors import InvalidArgument
 
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import gguf
 
-from service.convert.spm import read_spm
-from store.errors import InvalidArgument
+from corral.service.convert.spm import read_spm
+from corral.store.errors import InvalidArgument
 
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 

@@ -20,6 +20,6 @@ service/inference.py translates protobuf to and from this package; rest_shim/rou
 translates Ollama JSON to and from protobuf.
 """
 
-from service.engine.engine import Engine
+from corral.service.engine.engine import Engine
 
 __all__ = ["Engine"]

@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 import llama_cpp
-from service.engine.worker import RequestError
+from corral.service.engine.worker import RequestError
 
 TOO_LONG = "the input length exceeds the context length"
 EMIT_EVERY = 256  # vectors per message to the parent: few messages, yet a long request streams

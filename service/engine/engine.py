@@ -17,14 +17,14 @@ from typing import Iterator
 
 import numpy as np
 
-from service.engine import options as opts_mod
-from service.engine.config import EngineConfig, keep_alive_seconds
-from service.engine.runner import Runner
-from service.engine.runner import warm_up as runner_warm_up
-from service.engine.scheduler import Scheduler
-from service.engine.validate import check_adapter, check_model
-from store.errors import InvalidArgument, NotFound
-from store.names import parse_name
+from corral.service.engine import options as opts_mod
+from corral.service.engine.config import EngineConfig, keep_alive_seconds
+from corral.service.engine.runner import Runner
+from corral.service.engine.runner import warm_up as runner_warm_up
+from corral.service.engine.scheduler import Scheduler
+from corral.service.engine.validate import check_adapter, check_model
+from corral.store.errors import InvalidArgument, NotFound
+from corral.store.names import parse_name
 
 DEFAULT = "default"  # keep_alive not given: the server default applies
 PACK_TOKENS = int(os.environ.get("CORRAL_EMBED_PACK_TOKENS", "32") or 32)

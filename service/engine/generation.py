@@ -17,7 +17,7 @@ import time
 
 import llama_cpp
 from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
-from service.engine.worker import RequestError
+from corral.service.engine.worker import RequestError
 
 TOO_LONG = "the input length exceeds the context length"
 

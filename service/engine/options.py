@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 
-from store.errors import InvalidArgument
+from corral.store.errors import InvalidArgument
 
 log = logging.getLogger("corral.engine")
 

@@ -30,7 +30,7 @@ import signal
 import threading
 from typing import Iterator
 
-from store.errors import Cancelled, CorralError, Internal
+from corral.store.errors import Cancelled, CorralError, Internal
 
 log = logging.getLogger("corral.engine")
 
@@ -51,7 +51,7 @@ def mp_context():
         if _context is None:
             try:
                 _context = multiprocessing.get_context("forkserver")
-                _context.set_forkserver_preload(["llama_cpp", "service.engine.worker"])
+                _context.set_forkserver_preload(["llama_cpp", "corral.service.engine.worker"])
             except ValueError:
                 _context = multiprocessing.get_context("spawn")
         return _context
@@ -97,7 +97,7 @@ class Runner:
         self.config = config
         ctx = mp_context()
         self._conn, child_conn = ctx.Pipe(duplex=True)
-        from service.engine import worker
+        from corral.service.engine import worker
 
         self.process = ctx.Process(target=worker.main, args=(child_conn, config), name="corral-runner", daemon=True)
         self.process.start()

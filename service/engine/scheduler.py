@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from store.errors import Cancelled, Unavailable
+from corral.store.errors import Cancelled, Unavailable
 
 log = logging.getLogger("corral.engine")
 

@@ -13,10 +13,10 @@ import json
 import time
 from typing import Iterator
 
-from service.engine import prompts
-from service.engine.engine import Engine, keep_alive_arg
-from store.capabilities import capabilities
-from store.errors import InvalidArgument, NotFound
+from corral.service.prompt import prompts
+from corral.service.engine.engine import Engine, keep_alive_arg
+from corral.store.capabilities import capabilities
+from corral.store.errors import InvalidArgument, NotFound
 
 THINK_OFF = ("", "false")
 
@@ -61,7 +61,7 @@ def _metrics(start: float, load: float, final: dict) -> dict:
 
 
 def _stream(engine: Engine, spec, merged: dict, keep, payload: dict, cancel, key: str, start: float) -> Iterator[dict]:
-    from service.engine.options import sampling_options
+    from corral.service.engine.options import sampling_options
 
     payload["options"] = sampling_options(merged)
     with engine.lease(spec, merged, keep, cancel) as lease:
@@ -158,7 +158,7 @@ def chat(engine: Engine, req: dict, cancel=None) -> Iterator[dict]:
     if "completion" not in caps:
         raise InvalidArgument(f'"{name}" does not support chat')
     if req.get("tools") and "tools" not in caps:
-        from store.names import parse_name
+        from corral.store.names import parse_name
 
         raise InvalidArgument(f"{parse_name(name).full} does not support tools")
     think, fmt = _think_and_format(name, req, caps)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import gguf
 
-from store.errors import Internal, InvalidArgument
-from store.gguf_info import GGUFInfo, read_gguf
+from corral.store.errors import Internal, InvalidArgument
+from corral.store.gguf_info import GGUFInfo, read_gguf
 
 
 def tensor_bytes(info: GGUFInfo) -> int:
@@ -127,7 +127,7 @@ def _check_model(key, info: GGUFInfo | None) -> GGUFInfo:
 def check_adapter(adapter: Path, base_path: Path) -> None:
     """Internal unless `adapter` is a LoRA llama.cpp can apply to the base (service/adapters.py's rules,
     the same create uses; re-checked here because blobs can change or predate that check)."""
-    from service.adapters import validate_adapter
+    from corral.service.convert.adapters import validate_adapter
 
     try:
         validate_adapter(Path(base_path), Path(adapter))

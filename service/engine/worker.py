@@ -64,8 +64,8 @@ class Model:
     """One loaded model: a Llama object plus the embedding and generation helpers around it."""
 
     def __init__(self, config: dict, logs: _LogCapture):
-        from service.engine.embedding import Embedder
-        from service.engine.generation import Generator
+        from corral.service.engine.embedding import Embedder
+        from corral.service.engine.generation import Generator
 
         self.config = config
         n_ctx = int(config["num_ctx"])

@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
-from service.registry import keys
-from store.errors import Unauthenticated, Unavailable
+from corral.service.registry import keys
+from corral.store.errors import Unauthenticated, Unavailable
 
 log = logging.getLogger("corral.registry")
 

@@ -27,9 +27,9 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
-from service.registry.auth import ACCESS_DENIED, Authenticator
-from service.version import OLLAMA_COMPAT_VERSION
-from store.errors import Unauthenticated, Unavailable
+from corral.service.registry.auth import ACCESS_DENIED, Authenticator
+from corral.service.version import OLLAMA_COMPAT_VERSION
+from corral.store.errors import Unauthenticated, Unavailable
 
 MANIFEST_ACCEPT = "application/vnd.docker.distribution.manifest.v2+json"
 USER_AGENT = f"ollama/{OLLAMA_COMPAT_VERSION} ({platform.machine()} {platform.system().lower()}) corral"

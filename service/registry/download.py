@@ -23,9 +23,9 @@ import os
 import socket
 import threading
 
-from service.registry.client import RegistryClient, error_text
-from service.registry.partial import PartialFile
-from store.errors import Cancelled, CorralError, Internal, Unavailable
+from corral.service.registry.client import RegistryClient, error_text
+from corral.service.registry.partial import PartialFile
+from corral.store.errors import Cancelled, CorralError, Internal, Unavailable
 
 log = logging.getLogger("corral.registry")
 

@@ -19,8 +19,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from store.blobs import fsync_dir
-from store.errors import ResourceExhausted
+from corral.store.blobs import fsync_dir
+from corral.store.errors import ResourceExhausted
 
 log = logging.getLogger("corral.registry")
 

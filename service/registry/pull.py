@@ -15,13 +15,13 @@ import threading
 from contextlib import nullcontext
 from typing import Iterator
 
-from service.registry.client import MANIFEST_ACCEPT, RegistryClient, error_text
-from service.registry.download import Downloads
-from store.digests import find_digests, parse_digest
-from store.errors import Cancelled, CorralError, Internal, NotFound
-from store.manifests import Manifest
-from store.names import require_name
-from store.models import noprune
+from corral.service.registry.client import MANIFEST_ACCEPT, RegistryClient, error_text
+from corral.service.registry.download import Downloads
+from corral.store.digests import find_digests, parse_digest
+from corral.store.errors import Cancelled, CorralError, Internal, NotFound
+from corral.store.manifests import Manifest
+from corral.store.names import require_name
+from corral.store.models import noprune
 
 log = logging.getLogger("corral.registry")
 

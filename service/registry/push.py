@@ -17,11 +17,11 @@ import threading
 from typing import Iterator
 from urllib.parse import urlencode, urljoin
 
-from service.registry.client import RegistryClient, error_text
-from service.registry.pull import PROGRESS_SECONDS, _line
-from store.errors import Cancelled, CorralError, Internal, InvalidArgument, NotFound
-from store.manifests import MEDIA_TYPE_MANIFEST
-from store.names import parse_name
+from corral.service.registry.client import RegistryClient, error_text
+from corral.service.registry.pull import PROGRESS_SECONDS, _line
+from corral.store.errors import Cancelled, CorralError, Internal, InvalidArgument, NotFound
+from corral.store.manifests import MEDIA_TYPE_MANIFEST
+from corral.store.names import parse_name
 
 OCTET = "application/octet-stream"
 

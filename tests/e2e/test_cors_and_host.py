@@ -28,7 +28,7 @@ def test_foreign_origin_is_refused(shim):
 
 def test_ollama_origins_extends_the_list(store_root, monkeypatch, server):
     monkeypatch.setenv("OLLAMA_ORIGINS", "chrome-extension://*,https://*.example.org")
-    from rest_shim.app import create_app
+    from corral.rest_shim.app import create_app
 
     app = create_app(server.target)
     client = app.test_client()

@@ -13,7 +13,7 @@ import ollama
 import pytest
 import requests
 
-from protos.ollama.v1 import ollama_pb2 as pb
+from corral.protos.ollama.v1 import ollama_pb2 as pb
 from tests.models_helpers import create_from_gguf
 
 

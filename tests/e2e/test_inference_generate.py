@@ -80,7 +80,7 @@ def test_template_layer_is_used(models, ollama_client, tmp_path):
 
 
 def test_gguf_jinja_template_is_used(models, ollama_client, tmp_path):
-    from protos.ollama.v1 import ollama_pb2 as pb
+    from corral.protos.ollama.v1 import ollama_pb2 as pb
 
     path = write_llama_gguf(tmp_path / "jinja.gguf", seed=5, chat_template=(
         "{% for m in messages %}tell {{ m['content'] }} {% endfor %}{% if add_generation_prompt %}answer{% endif %}"))

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 import tests.gguf_models as gm
-from protos.ollama.v1 import ollama_pb2 as pb
+from corral.protos.ollama.v1 import ollama_pb2 as pb
 from tests.models_helpers import upload
 
 LONG = {"num_predict": 100000, "temperature": 0, "num_ctx": 16384}  # ~15 s to fill here

@@ -17,8 +17,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import tests.gguf_models as gm  # noqa: E402
-from service.engine.runner import Runner, RunnerDied  # noqa: E402
-from store.errors import Cancelled, Internal, InvalidArgument  # noqa: E402
+from corral.service.engine.runner import Runner, RunnerDied  # noqa: E402
+from corral.store.errors import Cancelled, Internal, InvalidArgument  # noqa: E402
 
 
 @pytest.fixture(scope="module")

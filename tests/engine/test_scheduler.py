@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from service.engine.scheduler import BUSY, Scheduler
-from store.errors import Cancelled, Unavailable
+from corral.service.engine.scheduler import BUSY, Scheduler
+from corral.store.errors import Cancelled, Unavailable
 
 
 class CountingRunner:

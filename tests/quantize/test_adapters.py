@@ -17,8 +17,8 @@ import gguf
 import numpy as np
 import pytest
 
-from service.adapters import validate_adapter
-from store.errors import InvalidArgument
+from corral.service.convert.adapters import validate_adapter
+from corral.store.errors import InvalidArgument
 from tests.gguf_models import write_bert_gguf, write_llama_gguf, write_lora_gguf
 
 PROBE = Path(__file__).resolve().parents[1] / "convert" / "llama_probe.py"
@@ -104,7 +104,7 @@ def test_token_embd_adapter_uses_llama_cpps_swapped_layout(files, tmp_path):
     On a base with tied output embeddings llama.cpp also applies it to the output matmul and aborts, so
     there it is refused; the shape rule itself is checked on tensor tables with an output.weight.
     """
-    from service.adapters import check_tensors
+    from corral.service.convert.adapters import check_tensors
 
     base = {"token_embd.weight": [64, 1246], "output.weight": [64, 1246]}
     check_tensors({"token_embd.weight.lora_a": [4, 1246], "token_embd.weight.lora_b": [4, 64]}, base)
@@ -118,7 +118,7 @@ def test_token_embd_adapter_uses_llama_cpps_swapped_layout(files, tmp_path):
 
 
 def read_vocab(path: Path) -> int:
-    from store.gguf_info import read_gguf
+    from corral.store.gguf_info import read_gguf
 
     return next(t.shape[1] for t in read_gguf(path).tensors if t.name == "token_embd.weight")
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.quantize import QUANT_TYPES, normalize_type, quantize
-from store.errors import Cancelled, Internal, InvalidArgument
-from store.gguf_info import read_gguf
+from corral.service.convert.quantize import QUANT_TYPES, normalize_type, quantize
+from corral.store.errors import Cancelled, Internal, InvalidArgument
+from corral.store.gguf_info import read_gguf
 from tests.gguf_models import write_llama_gguf
 
 PROBE = Path(__file__).resolve().parents[1] / "convert" / "llama_probe.py"

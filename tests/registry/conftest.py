@@ -196,9 +196,9 @@ def plain_store(root: Path):
     """The store parts pull and push use, without ModelStore (for tests below the service)."""
     from types import SimpleNamespace
 
-    from store.blobs import BlobStore
-    from store.manifests import ManifestStore
-    from store.paths import StorePaths
+    from corral.store.blobs import BlobStore
+    from corral.store.manifests import ManifestStore
+    from corral.store.paths import StorePaths
 
     paths = StorePaths(root)
     paths.ensure_dirs()
@@ -212,8 +212,8 @@ def make_model(root: Path, name_text: str, size: int = 3_000_000, seed: int = 0,
     import json
     import random
 
-    from store.manifests import Layer, Manifest
-    from store.names import parse_name
+    from corral.store.manifests import Layer, Manifest
+    from corral.store.names import parse_name
 
     store = plain_store(root)
     data = gguf.read_bytes() if gguf else random.Random(seed).randbytes(size)
@@ -234,8 +234,8 @@ def make_model(root: Path, name_text: str, size: int = 3_000_000, seed: int = 0,
 
 def seed_registry(tmp_path: Path, registry_host: str, name_text: str, **model_kwargs):
     """Puts a model into a registry with the push code itself (push is tested separately)."""
-    from service.registry.client import RegistryClient
-    from service.registry.push import push
+    from corral.service.registry.client import RegistryClient
+    from corral.service.registry.push import push
 
     root = tmp_path / f"seed-{abs(hash(name_text))}"
     name, manifest = make_model(root, f"{registry_host}/{name_text}", **model_kwargs)
@@ -260,11 +260,11 @@ def corral_factory(tmp_path):
     """Starts extra Corral instances (gRPC server + REST shim) on their own stores."""
     import grpc
 
-    from protos.ollama.v1 import ollama_pb2_grpc as pb_grpc
-    from rest_shim.app import create_app
-    from rest_shim.http import create_http_server, serve_in_thread
-    from service.server import close_servicer, create_server
-    from store.models import ModelStore
+    from corral.protos.ollama.v1 import ollama_pb2_grpc as pb_grpc
+    from corral.rest_shim.app import create_app
+    from corral.rest_shim.http import create_http_server, serve_in_thread
+    from corral.service.server import close_servicer, create_server
+    from corral.store.models import ModelStore
 
     running = []
 

@@ -8,8 +8,8 @@ import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
 
-from service.registry import keys
-from service.registry.auth import parse_challenge
+from corral.service.registry import keys
+from corral.service.registry.auth import parse_challenge
 from tests.registry.conftest import PASSWORD, USER, make_model
 
 
@@ -132,7 +132,7 @@ def test_cross_repository_mount(token_registry, shim, store_root, monkeypatch):
     store = plain_store(store_root)
     derived = manifest.layers[0]
     derived.from_ = base.display
-    from store.names import parse_name
+    from corral.store.names import parse_name
 
     name = parse_name(f"{token_registry.host}/other/derived:latest")
     store.manifests.write(name, manifest)
@@ -147,7 +147,7 @@ def test_cross_repository_mount(token_registry, shim, store_root, monkeypatch):
 
 @pytest.mark.parametrize("entry", [{"username": USER, "password": PASSWORD}])
 def test_docker_config_username_password_entry(basic_registry, tmp_path, monkeypatch, entry):
-    from service.registry.auth import basic_credentials
+    from corral.service.registry.auth import basic_credentials
 
     (tmp_path / "home" / ".docker").mkdir(parents=True)
     (tmp_path / "home" / ".docker" / "config.json").write_text(json.dumps({"auths": {basic_registry.host: entry}}))

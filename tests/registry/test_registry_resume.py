@@ -13,7 +13,7 @@ import time
 
 import requests
 
-from service.registry.partial import PartialFile
+from corral.service.registry.partial import PartialFile
 from tests.registry.conftest import plain_store, seed_registry, wait_for
 
 

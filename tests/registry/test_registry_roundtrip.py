@@ -205,7 +205,7 @@ def test_large_blobs_are_pushed_in_chunks(registry, corral_factory, proxy_factor
 def test_grpc_pull_and_push(registry, server):
     import grpc
 
-    from protos.ollama.v1 import ollama_pb2 as pb
+    from corral.protos.ollama.v1 import ollama_pb2 as pb
 
     name, manifest = make_model(server.root, f"{registry.host}/team/grpc:latest")
     pushed = list(server.stub.Push(pb.PushRequest(model=name.display, insecure=True)))

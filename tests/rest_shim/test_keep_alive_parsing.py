@@ -2,8 +2,8 @@
 
 import pytest
 
-from rest_shim.body import keep_alive, parse_go_duration
-from rest_shim.errors import HTTPError
+from corral.rest_shim.body import keep_alive, parse_go_duration
+from corral.rest_shim.errors import HTTPError
 
 
 @pytest.mark.parametrize(

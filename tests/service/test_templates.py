@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.gotemplate import JSONMap, Struct, execute, go_json, go_str
-from service.gotemplate import parse as parse_trees
-from service.templates import DEFAULT_TEMPLATE, Template, TemplateError, collate, parse, render_prompt
+from corral.service.prompt.gotemplate import JSONMap, Struct, execute, go_json, go_str
+from corral.service.prompt.gotemplate import parse as parse_trees
+from corral.service.prompt.templates import DEFAULT_TEMPLATE, Template, TemplateError, collate, parse, render_prompt
 
 DATA = {"Name": "Ada", "N": 3, "F": 1.5, "T": True, "E": "", "L": ["a", "b", "c"], "EL": [], "M": {"b": 2, "a": 1},
         "Nested": {"Inner": {"V": "deep"}}, "S": "é <b>&\"'", "Nil": None,

@@ -15,7 +15,7 @@ import gguf
 import numpy as np
 import pytest
 
-from store.models import ModelStore
+from corral.store.models import ModelStore
 from tests.gguf_models import write_bert_gguf, write_llama_gguf, write_lora_gguf
 
 

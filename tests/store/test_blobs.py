@@ -10,11 +10,11 @@ import threading
 
 import pytest
 
-from store.blobs import BUFFER_SIZE, BlobStore, DigestMismatch
-from store.digests import (digest_filename, digest_from_filename, find_digests, parse_digest,
+from corral.store.blobs import BUFFER_SIZE, BlobStore, DigestMismatch
+from corral.store.digests import (digest_filename, digest_from_filename, find_digests, parse_digest,
                            sha256_digest)
-from store.errors import InvalidArgument, NotFound
-from store.paths import StorePaths, default_root
+from corral.store.errors import InvalidArgument, NotFound
+from corral.store.paths import StorePaths, default_root
 
 
 @pytest.fixture

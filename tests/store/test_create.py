@@ -10,8 +10,8 @@ import json
 
 import pytest
 
-from store.errors import Internal, InvalidArgument, NotFound
-from store.manifests import (MEDIA_TYPE_ADAPTER, MEDIA_TYPE_MESSAGES, MEDIA_TYPE_MODEL, MEDIA_TYPE_PARAMS,
+from corral.store.errors import Internal, InvalidArgument, NotFound
+from corral.store.manifests import (MEDIA_TYPE_ADAPTER, MEDIA_TYPE_MESSAGES, MEDIA_TYPE_MODEL, MEDIA_TYPE_PARAMS,
                              MEDIA_TYPE_PROJECTOR, MEDIA_TYPE_TEMPLATE)
 from tests.gguf_models import write_llama_gguf
 from tests.store.store_helpers import (blob_names, create, llama_blob, lora_blob, make_model, manifest_path,
@@ -39,7 +39,7 @@ def test_from_files_stream_manifest_and_config(store, tmp_path):
     assert lines == ["parsing GGUF", f"using existing layer {digest}", "writing manifest", "success"]
     assert m["layers"] == [{"mediaType": MEDIA_TYPE_MODEL, "digest": digest, "size": store.blobs.size(digest)}]
     info = store.gguf(digest)
-    from store.gguf_info import human_parameter_count
+    from corral.store.gguf_info import human_parameter_count
 
     expected_config = ('{"model_format":"gguf","model_family":"llama","model_families":["llama"],'
                        f'"model_type":"{human_parameter_count(info.parameter_count)}","file_type":"F32",'

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from store.errors import Internal, InvalidArgument  # noqa: E402
-from store.gguf_info import (  # noqa: E402
+from corral.store.errors import Internal, InvalidArgument  # noqa: E402
+from corral.store.gguf_info import (  # noqa: E402
     FILE_TYPE_IDS,
     FILE_TYPE_NAMES,
     human_parameter_count,

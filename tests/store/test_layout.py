@@ -7,9 +7,9 @@ read; any extra file, different name, mode or JSON byte would break that.
 import json
 import os
 
-from store.digests import digest_filename
-from store.manifests import MEDIA_TYPE_CONFIG, MEDIA_TYPE_MANIFEST, MEDIA_TYPE_MODEL, MEDIA_TYPE_SYSTEM
-from store.models import ModelStore
+from corral.store.digests import digest_filename
+from corral.store.manifests import MEDIA_TYPE_CONFIG, MEDIA_TYPE_MANIFEST, MEDIA_TYPE_MODEL, MEDIA_TYPE_SYSTEM
+from corral.store.models import ModelStore
 from tests.store.store_helpers import llama_blob, make_model, sha256_hex, store  # noqa: F401
 
 

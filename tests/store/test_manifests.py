@@ -11,12 +11,12 @@ import threading
 
 import pytest
 
-from store.errors import Internal, NotFound
-from store.gocompat import go_json
-from store.manifests import (MEDIA_TYPE_CONFIG, MEDIA_TYPE_MANIFEST, MEDIA_TYPE_MODEL, MEDIA_TYPE_PARAMS,
+from corral.store.errors import Internal, NotFound
+from corral.store.gocompat import go_json
+from corral.store.manifests import (MEDIA_TYPE_CONFIG, MEDIA_TYPE_MANIFEST, MEDIA_TYPE_MODEL, MEDIA_TYPE_PARAMS,
                              Layer, Manifest, ManifestStore)
-from store.names import parse_name
-from store.paths import StorePaths
+from corral.store.names import parse_name
+from corral.store.paths import StorePaths
 
 D1, D2, D3 = ("sha256:" + c * 64 for c in "123")
 

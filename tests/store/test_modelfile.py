@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from store.errors import InvalidArgument  # noqa: E402
-from store.modelfile import (  # noqa: E402
+from corral.store.errors import InvalidArgument  # noqa: E402
+from corral.store.modelfile import (  # noqa: E402
     PARAMETER_TYPES,
     Command,
     format_parameters,

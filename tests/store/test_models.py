@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from store.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
-from store.names import parse_name
+from corral.store.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
+from corral.store.names import parse_name
 from tests.store.store_helpers import (blob_names, create, llama_blob, make_model, manifest_path,
                                        projector_blob, set_mtime, store)  # noqa: F401
 

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from store.errors import InvalidArgument
-from store.gocompat import go_quote
-from store.names import Name, is_valid_part, name_from_parts, parse_name, require_name
+from corral.store.errors import InvalidArgument
+from corral.store.gocompat import go_quote
+from corral.store.names import Name, is_valid_part, name_from_parts, parse_name, require_name
 
 H, NS, T = "registry.ollama.ai", "library", "latest"
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from store.prune import noprune, partial_digest
+from corral.store.prune import noprune, partial_digest
 from tests.store.store_helpers import make_model, manifest_path, set_mtime, store  # noqa: F401
 
 OLD = time.time() - 7200

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from protos.ollama.v1 import ollama_pb2 as protos_dot_ollama_dot_v1_dot_ollama__pb2
+from corral.protos.ollama.v1 import ollama_pb2 as corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in protos/ollama/v1/ollama_pb2_grpc.py depends on'
+        + ' but the generated code in corral/protos/ollama/v1/ollama_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -37,78 +37,78 @@ class OllamaStub:
         """
         self.Version = channel.unary_unary(
                 '/ollama.v1.Ollama/Version',
-                request_serializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.VersionRequest.SerializeToString,
-                response_deserializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.VersionResponse.FromString,
+                request_serializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.VersionRequest.SerializeToString,
+                response_deserializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.VersionResponse.FromString,
                 _registered_method=True)
         self.List = channel.unary_unary(
                 '/ollama.v1.Ollama/List',
-                request_serializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.ListRequest.SerializeToString,
-                response_deserializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.ListResponse.FromString,
+                request_serializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.ListRequest.SerializeToString,
+                response_deserializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.ListResponse.FromString,
                 _registered_method=True)
         self.Show = channel.unary_unary(
                 '/ollama.v1.Ollama/Show',
-                request_serializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.ShowRequest.SerializeToString,
-                response_deserializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.ShowResponse.FromString,
+                request_serializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.ShowRequest.SerializeToString,
+                response_deserializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.ShowResponse.FromString,
                 _registered_method=True)
         self.Copy = channel.unary_unary(
                 '/ollama.v1.Ollama/Copy',
-                request_serializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.CopyRequest.SerializeToString,
-                response_deserializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.CopyResponse.FromString,
+                request_serializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.CopyRequest.SerializeToString,
+                response_deserializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.CopyResponse.FromString,
                 _registered_method=True)
         self.Delete = channel.unary_unary(
                 '/ollama.v1.Ollama/Delete',
-                request_serializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.DeleteRequest.SerializeToString,
-                response_deserializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.DeleteResponse.FromString,
+                request_serializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.DeleteRequest.SerializeToString,
+                response_deserializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.DeleteResponse.FromString,
                 _registered_method=True)
         self.BlobExists = channel.unary_unary(
                 '/ollama.v1.Ollama/BlobExists',
-                request_serializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.BlobExistsRequest.SerializeToString,
-                response_deserializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.BlobExistsResponse.FromString,
+                request_serializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.BlobExistsRequest.SerializeToString,
+                response_deserializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.BlobExistsResponse.FromString,
                 _registered_method=True)
         self.PushBlob = channel.stream_unary(
                 '/ollama.v1.Ollama/PushBlob',
-                request_serializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.PushBlobRequest.SerializeToString,
-                response_deserializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.PushBlobResponse.FromString,
+                request_serializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.PushBlobRequest.SerializeToString,
+                response_deserializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.PushBlobResponse.FromString,
                 _registered_method=True)
         self.Create = channel.unary_stream(
                 '/ollama.v1.Ollama/Create',
-                request_serializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.CreateRequest.SerializeToString,
-                response_deserializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.ProgressResponse.FromString,
+                request_serializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.CreateRequest.SerializeToString,
+                response_deserializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.ProgressResponse.FromString,
                 _registered_method=True)
         self.Pull = channel.unary_stream(
                 '/ollama.v1.Ollama/Pull',
-                request_serializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.PullRequest.SerializeToString,
-                response_deserializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.ProgressResponse.FromString,
+                request_serializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.PullRequest.SerializeToString,
+                response_deserializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.ProgressResponse.FromString,
                 _registered_method=True)
         self.Push = channel.unary_stream(
                 '/ollama.v1.Ollama/Push',
-                request_serializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.PushRequest.SerializeToString,
-                response_deserializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.ProgressResponse.FromString,
+                request_serializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.PushRequest.SerializeToString,
+                response_deserializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.ProgressResponse.FromString,
                 _registered_method=True)
         self.Embed = channel.unary_stream(
                 '/ollama.v1.Ollama/Embed',
-                request_serializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.EmbedRequest.SerializeToString,
-                response_deserializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.EmbedResponse.FromString,
+                request_serializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.EmbedRequest.SerializeToString,
+                response_deserializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.EmbedResponse.FromString,
                 _registered_method=True)
         self.Embeddings = channel.unary_unary(
                 '/ollama.v1.Ollama/Embeddings',
-                request_serializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.EmbeddingsRequest.SerializeToString,
-                response_deserializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.EmbeddingsResponse.FromString,
+                request_serializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.EmbeddingsRequest.SerializeToString,
+                response_deserializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.EmbeddingsResponse.FromString,
                 _registered_method=True)
         self.ListRunning = channel.unary_unary(
                 '/ollama.v1.Ollama/ListRunning',
-                request_serializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.ListRunningRequest.SerializeToString,
-                response_deserializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.ListRunningResponse.FromString,
+                request_serializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.ListRunningRequest.SerializeToString,
+                response_deserializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.ListRunningResponse.FromString,
                 _registered_method=True)
         self.Generate = channel.unary_stream(
                 '/ollama.v1.Ollama/Generate',
-                request_serializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.GenerateRequest.SerializeToString,
-                response_deserializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.GenerateResponse.FromString,
+                request_serializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.GenerateRequest.SerializeToString,
+                response_deserializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.GenerateResponse.FromString,
                 _registered_method=True)
         self.Chat = channel.unary_stream(
                 '/ollama.v1.Ollama/Chat',
-                request_serializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.ChatRequest.SerializeToString,
-                response_deserializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.ChatResponse.FromString,
+                request_serializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.ChatRequest.SerializeToString,
+                response_deserializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.ChatResponse.FromString,
                 _registered_method=True)
 
 
@@ -231,78 +231,78 @@ def add_OllamaServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Version': grpc.unary_unary_rpc_method_handler(
                     servicer.Version,
-                    request_deserializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.VersionRequest.FromString,
-                    response_serializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.VersionResponse.SerializeToString,
+                    request_deserializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.VersionRequest.FromString,
+                    response_serializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.VersionResponse.SerializeToString,
             ),
             'List': grpc.unary_unary_rpc_method_handler(
                     servicer.List,
-                    request_deserializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.ListRequest.FromString,
-                    response_serializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.ListResponse.SerializeToString,
+                    request_deserializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.ListRequest.FromString,
+                    response_serializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.ListResponse.SerializeToString,
             ),
             'Show': grpc.unary_unary_rpc_method_handler(
                     servicer.Show,
-                    request_deserializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.ShowRequest.FromString,
-                    response_serializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.ShowResponse.SerializeToString,
+                    request_deserializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.ShowRequest.FromString,
+                    response_serializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.ShowResponse.SerializeToString,
             ),
             'Copy': grpc.unary_unary_rpc_method_handler(
                     servicer.Copy,
-                    request_deserializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.CopyRequest.FromString,
-                    response_serializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.CopyResponse.SerializeToString,
+                    request_deserializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.CopyRequest.FromString,
+                    response_serializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.CopyResponse.SerializeToString,
             ),
             'Delete': grpc.unary_unary_rpc_method_handler(
                     servicer.Delete,
-                    request_deserializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.DeleteRequest.FromString,
-                    response_serializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.DeleteResponse.SerializeToString,
+                    request_deserializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.DeleteRequest.FromString,
+                    response_serializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.DeleteResponse.SerializeToString,
             ),
             'BlobExists': grpc.unary_unary_rpc_method_handler(
                     servicer.BlobExists,
-                    request_deserializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.BlobExistsRequest.FromString,
-                    response_serializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.BlobExistsResponse.SerializeToString,
+                    request_deserializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.BlobExistsRequest.FromString,
+                    response_serializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.BlobExistsResponse.SerializeToString,
             ),
             'PushBlob': grpc.stream_unary_rpc_method_handler(
                     servicer.PushBlob,
-                    request_deserializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.PushBlobRequest.FromString,
-                    response_serializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.PushBlobResponse.SerializeToString,
+                    request_deserializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.PushBlobRequest.FromString,
+                    response_serializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.PushBlobResponse.SerializeToString,
             ),
             'Create': grpc.unary_stream_rpc_method_handler(
                     servicer.Create,
-                    request_deserializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.CreateRequest.FromString,
-                    response_serializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.ProgressResponse.SerializeToString,
+                    request_deserializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.CreateRequest.FromString,
+                    response_serializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.ProgressResponse.SerializeToString,
             ),
             'Pull': grpc.unary_stream_rpc_method_handler(
                     servicer.Pull,
-                    request_deserializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.PullRequest.FromString,
-                    response_serializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.ProgressResponse.SerializeToString,
+                    request_deserializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.PullRequest.FromString,
+                    response_serializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.ProgressResponse.SerializeToString,
             ),
             'Push': grpc.unary_stream_rpc_method_handler(
                     servicer.Push,
-                    request_deserializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.PushRequest.FromString,
-                    response_serializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.ProgressResponse.SerializeToString,
+                    request_deserializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.PushRequest.FromString,
+                    response_serializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.ProgressResponse.SerializeToString,
             ),
             'Embed': grpc.unary_stream_rpc_method_handler(
                     servicer.Embed,
-                    request_deserializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.EmbedRequest.FromString,
-                    response_serializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.EmbedResponse.SerializeToString,
+                    request_deserializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.EmbedRequest.FromString,
+                    response_serializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.EmbedResponse.SerializeToString,
             ),
             'Embeddings': grpc.unary_unary_rpc_method_handler(
                     servicer.Embeddings,
-                    request_deserializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.EmbeddingsRequest.FromString,
-                    response_serializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.EmbeddingsResponse.SerializeToString,
+                    request_deserializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.EmbeddingsRequest.FromString,
+                    response_serializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.EmbeddingsResponse.SerializeToString,
             ),
             'ListRunning': grpc.unary_unary_rpc_method_handler(
                     servicer.ListRunning,
-                    request_deserializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.ListRunningRequest.FromString,
-                    response_serializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.ListRunningResponse.SerializeToString,
+                    request_deserializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.ListRunningRequest.FromString,
+                    response_serializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.ListRunningResponse.SerializeToString,
             ),
             'Generate': grpc.unary_stream_rpc_method_handler(
                     servicer.Generate,
-                    request_deserializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.GenerateRequest.FromString,
-                    response_serializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.GenerateResponse.SerializeToString,
+                    request_deserializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.GenerateRequest.FromString,
+                    response_serializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.GenerateResponse.SerializeToString,
             ),
             'Chat': grpc.unary_stream_rpc_method_handler(
                     servicer.Chat,
-                    request_deserializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.ChatRequest.FromString,
-                    response_serializer=protos_dot_ollama_dot_v1_dot_ollama__pb2.ChatResponse.SerializeToString,
+                    request_deserializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.ChatRequest.FromString,
+                    response_serializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.ChatResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -331,8 +331,8 @@ class Ollama:
             request,
             target,
             '/ollama.v1.Ollama/Version',
-            protos_dot_ollama_dot_v1_dot_ollama__pb2.VersionRequest.SerializeToString,
-            protos_dot_ollama_dot_v1_dot_ollama__pb2.VersionResponse.FromString,
+            corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.VersionRequest.SerializeToString,
+            corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.VersionResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -358,8 +358,8 @@ class Ollama:
             request,
             target,
             '/ollama.v1.Ollama/List',
-            protos_dot_ollama_dot_v1_dot_ollama__pb2.ListRequest.SerializeToString,
-            protos_dot_ollama_dot_v1_dot_ollama__pb2.ListResponse.FromString,
+            corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.ListRequest.SerializeToString,
+            corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.ListResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -385,8 +385,8 @@ class Ollama:
             request,
             target,
             '/ollama.v1.Ollama/Show',
-            protos_dot_ollama_dot_v1_dot_ollama__pb2.ShowRequest.SerializeToString,
-            protos_dot_ollama_dot_v1_dot_ollama__pb2.ShowResponse.FromString,
+            corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.ShowRequest.SerializeToString,
+            corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.ShowResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -412,8 +412,8 @@ class Ollama:
             request,
             target,
             '/ollama.v1.Ollama/Copy',
-            protos_dot_ollama_dot_v1_dot_ollama__pb2.CopyRequest.SerializeToString,
-            protos_dot_ollama_dot_v1_dot_ollama__pb2.CopyResponse.FromString,
+            corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.CopyRequest.SerializeToString,
+            corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.CopyResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -439,8 +439,8 @@ class Ollama:
             request,
             target,
             '/ollama.v1.Ollama/Delete',
-            protos_dot_ollama_dot_v1_dot_ollama__pb2.DeleteRequest.SerializeToString,
-            protos_dot_ollama_dot_v1_dot_ollama__pb2.DeleteResponse.FromString,
+            corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.DeleteRequest.SerializeToString,
+            corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.DeleteResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -466,8 +466,8 @@ class Ollama:
             request,
             target,
             '/ollama.v1.Ollama/BlobExists',
-            protos_dot_ollama_dot_v1_dot_ollama__pb2.BlobExistsRequest.SerializeToString,
-            protos_dot_ollama_dot_v1_dot_ollama__pb2.BlobExistsResponse.FromString,
+            corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.BlobExistsRequest.SerializeToString,
+            corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.BlobExistsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -493,8 +493,8 @@ class Ollama:
             request_iterator,
             target,
             '/ollama.v1.Ollama/PushBlob',
-            protos_dot_ollama_dot_v1_dot_ollama__pb2.PushBlobRequest.SerializeToString,
-            protos_dot_ollama_dot_v1_dot_ollama__pb2.PushBlobResponse.FromString,
+            corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.PushBlobRequest.SerializeToString,
+            corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.PushBlobResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -520,8 +520,8 @@ class Ollama:
             request,
             target,
             '/ollama.v1.Ollama/Create',
-            protos_dot_ollama_dot_v1_dot_ollama__pb2.CreateRequest.SerializeToString,
-            protos_dot_ollama_dot_v1_dot_ollama__pb2.ProgressResponse.FromString,
+            corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.CreateRequest.SerializeToString,
+            corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.ProgressResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -547,8 +547,8 @@ class Ollama:
             request,
             target,
             '/ollama.v1.Ollama/Pull',
-            protos_dot_ollama_dot_v1_dot_ollama__pb2.PullRequest.SerializeToString,
-            protos_dot_ollama_dot_v1_dot_ollama__pb2.ProgressResponse.FromString,
+            corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.PullRequest.SerializeToString,
+            corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.ProgressResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -574,8 +574,8 @@ class Ollama:
             request,
             target,
             '/ollama.v1.Ollama/Push',
-            protos_dot_ollama_dot_v1_dot_ollama__pb2.PushRequest.SerializeToString,
-            protos_dot_ollama_dot_v1_dot_ollama__pb2.ProgressResponse.FromString,
+            corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.PushRequest.SerializeToString,
+            corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.ProgressResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -601,8 +601,8 @@ class Ollama:
             request,
             target,
             '/ollama.v1.Ollama/Embed',
-            protos_dot_ollama_dot_v1_dot_ollama__pb2.EmbedRequest.SerializeToString,
-            protos_dot_ollama_dot_v1_dot_ollama__pb2.EmbedResponse.FromString,
+            corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.EmbedRequest.SerializeToString,
+            corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.EmbedResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -628,8 +628,8 @@ class Ollama:
             request,
             target,
             '/ollama.v1.Ollama/Embeddings',
-            protos_dot_ollama_dot_v1_dot_ollama__pb2.EmbeddingsRequest.SerializeToString,
-            protos_dot_ollama_dot_v1_dot_ollama__pb2.EmbeddingsResponse.FromString,
+            corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.EmbeddingsRequest.SerializeToString,
+            corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.EmbeddingsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -655,8 +655,8 @@ class Ollama:
             request,
             target,
             '/ollama.v1.Ollama/ListRunning',
-            protos_dot_ollama_dot_v1_dot_ollama__pb2.ListRunningRequest.SerializeToString,
-            protos_dot_ollama_dot_v1_dot_ollama__pb2.ListRunningResponse.FromString,
+            corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.ListRunningRequest.SerializeToString,
+            corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.ListRunningResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -682,8 +682,8 @@ class Ollama:
             request,
             target,
             '/ollama.v1.Ollama/Generate',
-            protos_dot_ollama_dot_v1_dot_ollama__pb2.GenerateRequest.SerializeToString,
-            protos_dot_ollama_dot_v1_dot_ollama__pb2.GenerateResponse.FromString,
+            corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.GenerateRequest.SerializeToString,
+            corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.GenerateResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -709,8 +709,8 @@ class Ollama:
             request,
             target,
             '/ollama.v1.Ollama/Chat',
-            protos_dot_ollama_dot_v1_dot_ollama__pb2.ChatRequest.SerializeToString,
-            protos_dot_ollama_dot_v1_dot_ollama__pb2.ChatResponse.FromString,
+            corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.ChatRequest.SerializeToString,
+            corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.ChatResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from store.errors import InvalidArgument
-from store.gguf_info import GGUFInfo, read_gguf
+from corral.store.errors import InvalidArgument
+from corral.store.gguf_info import GGUFInfo, read_gguf
 
 _SUFFIXES = (".lora_a", ".lora_b")
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import threading
 from typing import Iterator
 
-from protos.ollama.v1 import ollama_pb2 as pb
-from service.registry.client import RegistryClient
-from service.registry.download import Downloads
-from service.registry.pull import pull
-from service.registry.push import push
-from service.status import cancel_event, handle_errors, progress_message
+from corral.protos.ollama.v1 import ollama_pb2 as pb
+from corral.service.registry.client import RegistryClient
+from corral.service.registry.download import Downloads
+from corral.service.registry.pull import pull
+from corral.service.registry.push import push
+from corral.service.api.status import cancel_event, handle_errors, progress_message
 
 
 class Transfer:

@@ -6,14 +6,14 @@ this class only adapts shapes, so a reader sees the whole API surface on one pag
 
 import itertools
 
-from protos.ollama.v1 import ollama_pb2 as pb
-from protos.ollama.v1 import ollama_pb2_grpc as pb_grpc
-from service.status import (cancel_event, dict_to_struct, handle_errors, progress_message, struct_to_dict,
+from corral.protos.ollama.v1 import ollama_pb2 as pb
+from corral.protos.ollama.v1 import ollama_pb2_grpc as pb_grpc
+from corral.service.api.status import (cancel_event, dict_to_struct, handle_errors, progress_message, struct_to_dict,
                             timestamp)
-from service.version import OLLAMA_COMPAT_VERSION
-from store.digests import parse_digest
-from store.errors import InvalidArgument, NotFound
-from store.models import ModelStore
+from corral.service.version import OLLAMA_COMPAT_VERSION
+from corral.store.digests import parse_digest
+from corral.store.errors import InvalidArgument, NotFound
+from corral.store.models import ModelStore
 
 
 def details_message(details: dict) -> pb.ModelDetails:

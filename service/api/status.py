@@ -16,7 +16,7 @@ import grpc
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 from google.protobuf.json_format import MessageToDict, ParseDict
 
-from store.errors import CorralError
+from corral.store.errors import CorralError
 
 log = logging.getLogger("corral.service")
 
@@ -75,7 +75,7 @@ def cancel_event(context) -> threading.Event:
 
 def progress_message(line: dict):
     """A progress dict from the store or the registry client -> ProgressResponse."""
-    from protos.ollama.v1 import ollama_pb2 as pb
+    from corral.protos.ollama.v1 import ollama_pb2 as pb
 
     return pb.ProgressResponse(
         status=line.get("status", ""),

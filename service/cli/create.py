@@ -10,11 +10,11 @@ from pathlib import Path
 
 import grpc
 
-from protos.ollama.v1 import ollama_pb2 as pb
-from protos.ollama.v1 import ollama_pb2_grpc as pb_grpc
-from store.digests import file_digest
-from store.errors import CorralError
-from store.modelfile import modelfile_to_create, parse_modelfile
+from corral.protos.ollama.v1 import ollama_pb2 as pb
+from corral.protos.ollama.v1 import ollama_pb2_grpc as pb_grpc
+from corral.store.digests import file_digest
+from corral.store.errors import CorralError
+from corral.store.modelfile import modelfile_to_create, parse_modelfile
 
 CHUNK = 1024 * 1024
 
@@ -52,7 +52,7 @@ def build_request(stub, name: str, modelfile: Path, quantize: str = "") -> pb.Cr
         if key in fields:
             setattr(req, key, fields[key])
     if fields.get("parameters"):
-        from service.status import dict_to_struct
+        from corral.service.api.status import dict_to_struct
 
         req.parameters.CopyFrom(dict_to_struct(fields["parameters"]))
     for m in fields.get("messages", []):

@@ -22,9 +22,9 @@ import functools
 import json
 from collections.abc import Iterable, Mapping
 
-from service.gotemplate import JSONList, JSONMap, JSONStruct, Struct, TemplateError, execute
-from service.gotemplate import parse as _parse_trees
-from service.gotemplate.nodes import (ActionNode, BranchNode, CommandNode, FieldNode, ListNode, PipeNode,
+from corral.service.prompt.gotemplate import JSONList, JSONMap, JSONStruct, Struct, TemplateError, execute
+from corral.service.prompt.gotemplate import parse as _parse_trees
+from corral.service.prompt.gotemplate.nodes import (ActionNode, BranchNode, CommandNode, FieldNode, ListNode, PipeNode,
                                       TemplateNode, TextNode, VariableNode)
 
 __all__ = ["DEFAULT_TEMPLATE", "Template", "TemplateError", "collate", "parse", "render_prompt"]

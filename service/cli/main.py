@@ -43,18 +43,18 @@ def _env(name: str, default: str) -> str:
 
 
 def serve(args) -> int:
-    from rest_shim.app import create_app
-    from rest_shim.http import create_http_server, serve_in_thread
-    from service.server import close_servicer, create_server
-    from store.models import ModelStore
-    from store.paths import default_root
+    from corral.rest_shim.app import create_app
+    from corral.rest_shim.http import create_http_server, serve_in_thread
+    from corral.service.server import close_servicer, create_server
+    from corral.store.models import ModelStore
+    from corral.store.paths import default_root
 
     stop = threading.Event()
     grpc_server = servicer = http_server = None
     target = args.grpc_target
 
     if not args.no_grpc:
-        from service.registry import keys
+        from corral.service.registry import keys
 
         keys.load_or_create()  # like Ollama, the registry identity exists from the first start
         root = default_root()
@@ -117,7 +117,7 @@ def main(argv=None) -> int:
             parser.error("--no-grpc and --no-http leave nothing to run")
         return serve(args)
     if args.command == "create":
-        from service.create_cli import run_create
+        from corral.service.cli.main.create import run_create
 
         return run_create(args.grpc_target, args.name, Path(args.file), args.quantize)
     return 2

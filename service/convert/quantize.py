@@ -27,8 +27,8 @@ from typing import Iterator
 
 import gguf
 
-from store.errors import Cancelled, Internal, InvalidArgument
-from store.gguf_info import read_gguf
+from corral.store.errors import Cancelled, Internal, InvalidArgument
+from corral.store.gguf_info import read_gguf
 
 # name -> llama_ftype (llama.h); the order is the one error messages list.
 QUANT_TYPES: dict[str, int] = {

@@ -15,13 +15,13 @@ import datetime
 import functools
 import json
 
-from store.errors import InvalidArgument
+from corral.store.errors import InvalidArgument
 
 DEFAULT_TEMPLATE = "{{ .Prompt }}"
 
 
 def _templates():
-    from service import templates  # written alongside; imported late so the engine loads without it
+    from corral.service.prompt import templates  # written alongside; imported late so the engine loads without it
 
     return templates
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from protos.ollama.v1 import ollama_pb2 as pb
-from service.engine import textgen
-from service.engine.engine import Engine
-from service.servicer import details_message
-from service.status import cancel_event, duration_to_seconds, handle_errors, struct_to_dict, timestamp
+from corral.protos.ollama.v1 import ollama_pb2 as pb
+from corral.service.engine import textgen
+from corral.service.engine.engine import Engine
+from corral.service.api.servicer import details_message
+from corral.service.api.status import cancel_event, duration_to_seconds, handle_errors, struct_to_dict, timestamp
 
 EMBED_MESSAGE_BYTES = 1 << 20  # vectors per EmbedResponse: about 1 MiB, far below gRPC's 4 MiB default
 
