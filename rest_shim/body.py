@@ -5,13 +5,13 @@ Go's decoder texts, because clients and users compare against what Ollama says.
 """
 
 import json
-import re
 
 from flask import request
 from google.protobuf import duration_pb2, struct_pb2
 from google.protobuf.json_format import ParseDict
 
 from corral.rest_shim.errors import HTTPError
+from corral.store.gocompat import parse_go_duration
 
 # JSON kind names as Go's encoding/json prints them in "cannot unmarshal <kind>".
 def _kind(value) -> str:
@@ -150,36 +150,7 @@ def options(body: dict) -> struct_pb2.Struct | None:
 
 # -- keep_alive: a number of seconds or a Go duration string -------------------------------------------
 
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_PIECE = re.compile(r"(\d+\.?\d*|\.\d+)([^\d.]*)")
 _GO_TYPES = {bool: "bool", list: "[]interface {}", dict: "map[string]interface {}"}
-
-
-def parse_go_duration(text: str) -> float:
-    """Seconds of a Go duration string ("5m", "1h30m", "-1s", "0"); Go's error texts otherwise."""
-    quoted = '"' + text + '"'
-    s = text
-    sign = 1.0
-    if s[:1] in "+-" and s:
-        sign = -1.0 if s[0] == "-" else 1.0
-        s = s[1:]
-    if s == "0":
-        return 0.0
-    if not s:
-        raise ValueError(f"time: invalid duration {quoted}")
-    total, pos = 0.0, 0
-    while pos < len(s):
-        match = _PIECE.match(s, pos)
-        if not match:
-            raise ValueError(f"time: invalid duration {quoted}")
-        number, unit = match.groups()
-        if not unit:
-            raise ValueError(f"time: missing unit in duration {quoted}")
-        if unit not in _UNITS:
-            raise ValueError(f'time: unknown unit "{unit}" in duration {quoted}')
-        total += float(number) * _UNITS[unit]
-        pos = match.end()
-    return sign * total
 
 
 def keep_alive(body: dict) -> duration_pb2.Duration | None:

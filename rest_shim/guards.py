@@ -7,10 +7,11 @@ get 403 with an empty body, and while we listen on loopback, a Host header that 
 
 import fnmatch
 import ipaddress
-import os
 import socket
 
 from flask import Response, request
+
+from corral.store import config
 
 DEFAULT_ORIGINS = [
     f"{scheme}://{host}{port}"
@@ -25,8 +26,7 @@ MAX_AGE = str(12 * 3600)
 
 
 def allowed_origins() -> list[str]:
-    extra = [o.strip() for o in os.environ.get("OLLAMA_ORIGINS", "").split(",") if o.strip()]
-    return extra + DEFAULT_ORIGINS
+    return config.origins() + DEFAULT_ORIGINS
 
 
 def origin_allowed(origin: str, patterns: list[str]) -> bool:

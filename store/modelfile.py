@@ -20,6 +20,7 @@ from typing import Callable
 from corral.store.digests import file_digest
 from corral.store.errors import InvalidArgument
 from corral.store.modelfile_print import format_parameters, format_show_modelfile, go_quote, quote  # noqa: F401
+from corral.store.options import DEPRECATED, OPTIONS
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +32,8 @@ ERR_ROLE = 'message role must be one of "system", "user", or "assistant"'
 ERR_EOF = "unexpected EOF"
 ERR_NO_FROM = "no FROM line"
 
-PARAMETER_TYPES: dict[str, type] = {
-    "num_keep": int, "seed": int, "num_predict": int, "top_k": int, "top_p": float, "min_p": float,
-    "typical_p": float, "repeat_last_n": int, "temperature": float, "repeat_penalty": float,
-    "presence_penalty": float, "frequency_penalty": float, "stop": list, "num_ctx": int, "num_batch": int,
-    "num_gpu": int, "main_gpu": int, "use_mmap": bool, "num_thread": int, "draft_num_predict": int,
-}
-DEPRECATED_PARAMETERS = frozenset({"penalize_newline", "low_vram", "f16_kv", "logits_all", "vocab_only",
-                                   "use_mlock", "mirostat", "mirostat_tau", "mirostat_eta"})
+PARAMETER_TYPES: dict[str, type] = {key: kind for key, (kind, _) in OPTIONS.items()}
+DEPRECATED_PARAMETERS = DEPRECATED
 
 
 @dataclass(frozen=True)

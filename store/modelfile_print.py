@@ -8,7 +8,7 @@ from store/modelfile.py (parsing) so each stays small; store.modelfile re-export
 
 from __future__ import annotations
 
-from decimal import Decimal
+from corral.store.gocompat import format_float_g, go_quote
 
 
 def quote(s: str) -> str:
@@ -19,50 +19,6 @@ def quote(s: str) -> str:
     return s
 
 
-def _go_float(x: float) -> str:
-    """strconv.FormatFloat(x, 'g', -1, 64), which %v and %#v use: shortest digits, %e when the
-    decimal exponent is < -4 or ≥ 6 (ftoa.go: "if precision was the shortest possible, use precision 6"),
-    so 1e6 prints as 1e+06 and 4096 as 4096."""
-    if x != x:
-        return "NaN"
-    if x in (float("inf"), float("-inf")):
-        return "+Inf" if x > 0 else "-Inf"
-    sign, digits, exp = Decimal(repr(x)).normalize().as_tuple()
-    neg = "-" if sign else ""
-    if not any(digits):
-        return neg + "0"
-    ds = "".join(map(str, digits))
-    dp = len(ds) + exp  # position of the decimal point relative to the digits
-    if dp - 1 < -4 or dp - 1 >= 6:
-        mant = ds[0] + ("." + ds[1:] if len(ds) > 1 else "")
-        e = dp - 1
-        return f"{neg}{mant}e{'-' if e < 0 else '+'}{abs(e):02d}"
-    if dp <= 0:
-        return f"{neg}0.{'0' * -dp}{ds}"
-    if dp >= len(ds):
-        return neg + ds + "0" * (dp - len(ds))
-    return f"{neg}{ds[:dp]}.{ds[dp:]}"
-
-
-def go_quote(s: str) -> str:
-    """Go's strconv.Quote, which %#v uses for strings."""
-    esc = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v",
-           "\\": "\\\\", '"': '\\"'}
-    out = []
-    for ch in s:
-        if ch in esc:
-            out.append(esc[ch])
-        elif ch.isprintable():
-            out.append(ch)
-        elif ord(ch) < 0x80:
-            out.append(f"\\x{ord(ch):02x}")
-        elif ord(ch) < 0x10000:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(f"\\U{ord(ch):08x}")
-    return '"' + "".join(out) + '"'
-
-
 def _go_value(v, sharp: bool) -> str:
     """Go's %v (sharp=False) or %#v of a value decoded from JSON (numbers are float64 there)."""
     if v is None:
@@ -70,7 +26,7 @@ def _go_value(v, sharp: bool) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (int, float)):
-        return _go_float(float(v))
+        return format_float_g(float(v))
     if isinstance(v, str):
         return go_quote(v) if sharp else v
     return str(v)

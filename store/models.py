@@ -33,7 +33,8 @@ from corral.store.manifests import (MEDIA_TYPE_ADAPTER, MEDIA_TYPE_LICENSE, MEDI
                              MEDIA_TYPE_PARAMS, MEDIA_TYPE_PROJECTOR, MEDIA_TYPE_SYSTEM, TEMPLATE_MEDIA_TYPES,
                              Layer, Manifest, ManifestStore)
 from corral.store.names import Name, parse_name, require_name
-from corral.store.paths import StorePaths, default_root
+from corral.store.config import models_root
+from corral.store.paths import StorePaths
 from corral.store.prune import PRUNE_GRACE_SECONDS, Pruner, noprune  # noqa: F401 (noprune re-exported)
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ def details_from_config(config: dict, parent_model: str = "") -> dict:
 
 class ModelStore:
     def __init__(self, root: str | os.PathLike | None = None):
-        self.paths = StorePaths(root if root is not None else default_root())
+        self.paths = StorePaths(root if root is not None else models_root())
         self.paths.ensure_dirs()
         self.blobs = BlobStore(self.paths)
         self.manifests = ManifestStore(self.paths)

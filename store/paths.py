@@ -34,19 +34,6 @@ TEMP_BLOB_PREFIX = "sha256-"
 PARTIAL_SUFFIX = "-partial"
 
 
-def env_var(key: str) -> str:
-    """An environment variable as Ollama's envconfig.Var reads it: trimmed of spaces, then of quotes."""
-    return os.environ.get(key, "").strip().strip("\"'")
-
-
-def default_root() -> Path:
-    """$OLLAMA_MODELS if set, else ~/.ollama/models (spec §3, §10)."""
-    configured = env_var("OLLAMA_MODELS")
-    if configured:
-        return Path(configured)
-    return Path.home() / ".ollama" / "models"
-
-
 def _random_suffix() -> str:
     # Decimal digits like Go's os.CreateTemp; 64 hex digits would look like a finished blob.
     return str(secrets.randbelow(10**12)).zfill(12)

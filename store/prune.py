@@ -23,17 +23,11 @@ from typing import Iterable
 from corral.store.blobs import BlobStore, fsync_dir
 from corral.store.digests import digest_from_filename, find_digests, is_digest, parse_digest
 from corral.store.manifests import Manifest, ManifestStore
-from corral.store.paths import env_var
+from corral.store.config import noprune
 
 log = logging.getLogger(__name__)
 
 PRUNE_GRACE_SECONDS = 3600.0
-
-
-def noprune() -> bool:
-    """OLLAMA_NOPRUNE through Go's ParseBool; an unparsable non-empty value counts as true."""
-    value = env_var("OLLAMA_NOPRUNE")
-    return bool(value) and value not in ("0", "f", "F", "false", "FALSE", "False")
 
 
 def partial_digest(filename: str) -> str | None:

@@ -9,7 +9,6 @@ leased runner and measures Ollama's durations. Generate and chat live in textgen
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Iterator
 import numpy as np
 
 from corral.service.engine import options as opts_mod
-from corral.service.engine.config import EngineConfig, keep_alive_seconds
+from corral.store.config import EngineConfig, keep_alive_seconds
 from corral.service.engine.runner import Runner
 from corral.service.engine.runner import warm_up as runner_warm_up
 from corral.service.engine.scheduler import Scheduler
@@ -27,7 +26,6 @@ from corral.store.errors import InvalidArgument, NotFound
 from corral.store.names import parse_name
 
 DEFAULT = "default"  # keep_alive not given: the server default applies
-PACK_TOKENS = int(os.environ.get("CORRAL_EMBED_PACK_TOKENS", "32") or 32)
 
 
 def keep_alive_arg(seconds: float | None) -> object:
@@ -115,7 +113,7 @@ class Engine:
         for adapter in spec.adapter_paths or []:
             check_adapter(adapter, spec.model_path)
         config = dict(load, model_path=str(spec.model_path), adapters=[str(p) for p in spec.adapter_paths or []],
-                      embedding=bool(info.pooling), pack_tokens=PACK_TOKENS)
+                      embedding=bool(info.pooling), pack_tokens=self.config.embed_pack_tokens)
         return Runner(config)
 
     def unload(self, spec) -> None:

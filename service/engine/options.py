@@ -15,36 +15,10 @@ import logging
 import os
 
 from corral.store.errors import InvalidArgument
+from corral.store.options import DEPRECATED, OPTIONS
 
 log = logging.getLogger("corral.engine")
 
-# name -> (type, default). Defaults are Ollama's api.DefaultOptions (num_ctx comes from the config).
-OPTIONS: dict[str, tuple[type, object]] = {
-    "num_keep": (int, 4),
-    "seed": (int, -1),
-    "num_predict": (int, -1),
-    "top_k": (int, 40),
-    "top_p": (float, 0.9),
-    "min_p": (float, 0.0),
-    "typical_p": (float, 1.0),
-    "repeat_last_n": (int, 64),
-    "temperature": (float, 0.8),
-    "repeat_penalty": (float, 1.1),
-    "presence_penalty": (float, 0.0),
-    "frequency_penalty": (float, 0.0),
-    "stop": (list, []),
-    "num_ctx": (int, 4096),
-    "num_batch": (int, 512),
-    "num_gpu": (int, -1),
-    "main_gpu": (int, 0),
-    "use_mmap": (bool, True),
-    "num_thread": (int, 0),
-    "draft_num_predict": (int, 0),
-}
-DEPRECATED = {
-    "penalize_newline", "low_vram", "f16_kv", "logits_all", "vocab_only", "use_mlock", "mirostat",
-    "mirostat_tau", "mirostat_eta", "tfs_z",
-}
 # Options that are baked into a loaded runner: a change needs a reload.
 LOAD_OPTIONS = ("num_ctx", "num_batch", "num_thread", "use_mmap")
 _TYPE_NAMES = {int: "integer", float: "float32", bool: "boolean", str: "string", list: "array"}

@@ -21,6 +21,8 @@ import sys
 import threading
 import traceback
 
+from corral.store import config as settings
+
 llama_cpp = None  # imported in the child only (runner.py preloads it into the forkserver), so the
 # server process that merely references main() never loads libllama.
 
@@ -45,7 +47,7 @@ class _LogCapture:
     def _log(self, level, text, user_data):
         line = text.decode("utf-8", "replace")
         self.lines.append(line)
-        if level == 4 and os.environ.get("CORRAL_RUNNER_QUIET") != "1":  # GGML_LOG_LEVEL_ERROR
+        if level == 4 and not settings.runner_quiet():  # GGML_LOG_LEVEL_ERROR
             sys.stderr.write(line)
 
     def last_error(self) -> str:
@@ -131,7 +133,7 @@ def main(conn, config: dict) -> None:
     """Child entry point: load, say ready, then serve until told to close or the parent goes away."""
     global llama_cpp
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when runners stop
-    os.environ.setdefault("GGML_NO_BACKTRACE", "1")  # ggml would run gdb on abort: slow, and noise
+    settings.runner_library_defaults()
     try:
         import llama_cpp
     except Exception as exc:  # noqa: BLE001 - reported as a load error

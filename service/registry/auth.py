@@ -18,15 +18,14 @@ import base64
 import hashlib
 import json
 import logging
-import os
 import re
 import secrets
 import threading
 import time
-from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 from corral.service.registry import keys
+from corral.store import config
 from corral.store.errors import Unauthenticated, Unavailable
 
 log = logging.getLogger("corral.registry")
@@ -45,11 +44,6 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), {k: v.replace('\\"', '"') for k, v in params.items()}
 
 
-def _docker_config_path() -> Path:
-    configured = os.environ.get("DOCKER_CONFIG")
-    return Path(configured) / "config.json" if configured else Path.home() / ".docker" / "config.json"
-
-
 def _auth_key(text: str) -> str:
     """`https://host:5000/v2/` -> `host:5000`, the way docker normalises `auths` keys."""
     if "://" in text:
@@ -59,10 +53,10 @@ def _auth_key(text: str) -> str:
 
 def basic_credentials(host: str) -> tuple[str, str] | None:
     """(username, password) for a registry host, from the environment or a docker config.json."""
-    user = os.environ.get("OLLAMA_REGISTRY_USERNAME")
-    if user:
-        return user, os.environ.get("OLLAMA_REGISTRY_PASSWORD", "")
-    path = _docker_config_path()
+    configured = config.registry_credentials()
+    if configured:
+        return configured
+    path = config.docker_config_path()
     try:
         auths = json.loads(path.read_text()).get("auths") or {}
     except FileNotFoundError:

@@ -16,12 +16,10 @@ CORRAL_REGISTRY_STALL_TIMEOUT (30 s without a byte ends a request, which is then
 
 from __future__ import annotations
 
-import os
 import platform
 import re
 import socket
 import threading
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import requests
@@ -29,6 +27,7 @@ from requests.adapters import HTTPAdapter
 
 from corral.service.registry.auth import ACCESS_DENIED, Authenticator
 from corral.service.version import OLLAMA_COMPAT_VERSION
+from corral.store.config import RegistryTuning
 from corral.store.errors import Unauthenticated, Unavailable
 
 MANIFEST_ACCEPT = "application/vnd.docker.distribution.manifest.v2+json"
@@ -38,30 +37,8 @@ MB = 1000 * 1000
 _REPO_IN_PATH = re.compile(r"/v2/(.+?)/(?:manifests|blobs)/")
 
 
-def _env_int(key: str, default: int) -> int:
-    try:
-        return int(float(os.environ.get(key, "").strip() or default))
-    except ValueError:
-        return default
-
-
-@dataclass
-class Tuning:
-    part_size: int = 0  # 0: part_size_for() chooses
-    streams: int = 16
-    retries: int = 6
-    stall_timeout: float = 30.0
-    connect_timeout: float = 30.0
-    backoff: float = 1.0
-
-    @classmethod
-    def from_env(cls) -> "Tuning":
-        return cls(
-            part_size=_env_int("CORRAL_REGISTRY_PART_SIZE", 0),
-            streams=max(1, _env_int("CORRAL_REGISTRY_STREAMS", 16)),
-            retries=max(1, _env_int("CORRAL_REGISTRY_RETRIES", 6)),
-            stall_timeout=float(_env_int("CORRAL_REGISTRY_STALL_TIMEOUT", 30)),
-        )
+class Tuning(RegistryTuning):
+    """The environment's tuning (corral.store.config) plus how it sizes parts and chunks."""
 
     def part_size_for(self, total: int) -> int:
         """Bytes per part: small enough that parts arrive nearly in order, so the hasher, which can only

@@ -17,7 +17,9 @@ from .funcs import BUILTINS, FuncError
 from .nodes import (ActionNode, BoolNode, BranchNode, BreakNode, ChainNode, CommandNode, CommentNode,
                     ContinueNode, DotNode, FieldNode, IdentifierNode, ListNode, NilNode, NumberNode,
                     PipeNode, StringNode, TemplateError, TemplateNode, TextNode, VariableNode, line_col)
-from .values import go_quote, go_str, sort_key, truth, type_name
+from corral.store.gocompat import go_quote
+
+from .values import go_str, sort_key, truth, type_name
 
 MAX_DEPTH = 100  # nested {{template}} calls (Go allows 100000; Python's stack allows far fewer)
 STRING_ARGS = ("currentDate", "yesterdayDate")  # functions taking ...string

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .values import go_quote
+from corral.store.gocompat import go_quote
 
 LEFT, RIGHT = "{{", "}}"
 SPACE_CHARS = " \t\r\n"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from .values import go_quote
+from corral.store.gocompat import go_quote
 
 _SIMPLE_ESC = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v", "\\": "\\"}
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from corral.store.gocompat import go_quote
+
 
 class TemplateError(Exception):
     """A parse or execution error; str() is the Go-style message ("template: :1: unclosed action")."""
@@ -17,25 +19,6 @@ class TemplateError(Exception):
     def __init__(self, message: str):
         super().__init__(message)
         self.message = message
-
-
-def go_quote_simple(s: str) -> str:
-    """Quote like Go's %q for the plain ASCII strings seen in error messages."""
-    out = []
-    for ch in s:
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append("\\x%02x" % ord(ch))
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
 
 
 class Node:
@@ -209,8 +192,8 @@ class TemplateNode(Node):
 
     def __str__(self) -> str:
         if self.pipe is None:
-            return "{{template " + go_quote_simple(self.name) + "}}"
-        return "{{template " + go_quote_simple(self.name) + " " + str(self.pipe) + "}}"
+            return "{{template " + go_quote(self.name) + "}}"
+        return "{{template " + go_quote(self.name) + " " + str(self.pipe) + "}}"
 
 
 @dataclass(eq=False)

@@ -12,7 +12,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from .values import format_float_g, go_quote, go_str, kind, type_name
+from corral.store.gocompat import format_float_g, go_quote
+
+from .values import go_str, kind, type_name
 
 _VERB = re.compile(r"%([-+# 0]*)(\*|\d+)?(?:\.(\*|\d*))?(.)?", re.S)
 

@@ -1,0 +1,234 @@
+"""Every environment variable Corral reads, in one place: names, defaults, validation, Ollama's rules.
+
+Why one module: Ollama's users configure a server with its variables (OLLAMA_HOST, OLLAMA_MODELS,
+OLLAMA_KEEP_ALIVE, ...), read by Go's envconfig rules (values trimmed of spaces, then of quotes; booleans
+through ParseBool; durations as Go strings or bare seconds). Read in several places those rules drift,
+and a typo would silently become a default. Here each variable has one reader, and a bad value raises
+ConfigError naming the variable; `corral serve` calls check_all() at start-up so it refuses to start.
+
+Why in the store package: the store is the bottom layer that the service, the REST shim (which may run
+alone) and the CLI all import already, and it has no dependencies, so every layer reads settings the
+same way without the store importing the service. Values are read when asked for, not frozen at import:
+a test or a child process that sets a variable sees it at the next use.
+
+This is the only module that touches os.environ.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from corral.store.gocompat import parse_go_duration
+
+DEFAULT_GRPC_ADDRESS = "127.0.0.1:50051"
+DEFAULT_KEEP_ALIVE = 300.0
+_FALSE = ("0", "f", "F", "false", "FALSE", "False")
+_TRUE = ("1", "t", "T", "true", "TRUE", "True")
+
+
+class ConfigError(ValueError):
+    """A variable's value cannot be used; the message names the variable and the value."""
+
+
+def raw(name: str) -> str:
+    """A variable as Ollama's envconfig.Var reads it: trimmed of spaces, then of quotes."""
+    return os.environ.get(name, "").strip().strip("\"'").strip()
+
+
+def _int(name: str, default: int, minimum: int | None = None) -> int:
+    value = raw(name)
+    if not value:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{name}: invalid integer {value!r}") from None
+    if minimum is not None and number < minimum:
+        raise ConfigError(f"{name}: {value!r} is below the minimum {minimum}")
+    return number
+
+
+def _float(name: str, default: float, minimum: float = 0.0) -> float:
+    value = raw(name)
+    if not value:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{name}: invalid number {value!r}") from None
+    if not math.isfinite(number) or number < minimum:
+        raise ConfigError(f"{name}: {value!r} is out of range")
+    return number
+
+
+def _bool(name: str) -> bool:
+    """Go's ParseBool, as Ollama's envconfig.Bool: an unparsable non-empty value counts as true."""
+    value = raw(name)
+    return bool(value) and value not in _FALSE
+
+
+def flag(name: str) -> bool:
+    """A strict on/off variable of Corral's own (1/true/... or 0/false/..., empty = off)."""
+    value = raw(name)
+    if not value or value in _FALSE:
+        return False
+    if value in _TRUE:
+        return True
+    raise ConfigError(f"{name}: invalid boolean {value!r}")
+
+
+# -- the store ------------------------------------------------------------------------------------
+
+def models_root() -> Path:
+    """OLLAMA_MODELS, else ~/.ollama/models (spec §3, §10)."""
+    configured = raw("OLLAMA_MODELS")
+    return Path(configured) if configured else Path.home() / ".ollama" / "models"
+
+
+def noprune() -> bool:
+    """OLLAMA_NOPRUNE: keep unreferenced blobs at start-up and after overwrites."""
+    return _bool("OLLAMA_NOPRUNE")
+
+
+# -- addresses --------------------------------------------------------------------------------------
+
+def ollama_host(value: str | None = None) -> tuple[str, int]:
+    """OLLAMA_HOST (or `value`) as Ollama reads it: [http(s)://]host[:port][/path], default 127.0.0.1:11434."""
+    text = (value if value is not None else raw("OLLAMA_HOST")).strip().strip("\"'")
+    if not text:
+        return "127.0.0.1", 11434
+    scheme_given = "://" in text
+    try:
+        parts = urlsplit(text if scheme_given else "http://" + text)
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"OLLAMA_HOST: invalid address {text!r}") from None
+    default_port = {"http": 80, "https": 443}.get(parts.scheme, 11434) if scheme_given else 11434
+    return parts.hostname or "127.0.0.1", port or default_port
+
+
+def grpc_address() -> str:
+    """CORRAL_GRPC_ADDRESS: where `corral serve` listens for gRPC."""
+    return raw("CORRAL_GRPC_ADDRESS") or DEFAULT_GRPC_ADDRESS
+
+
+def grpc_target() -> str:
+    """CORRAL_GRPC_TARGET: the gRPC server a shim-only `corral serve` or the CLI talks to."""
+    return raw("CORRAL_GRPC_TARGET") or DEFAULT_GRPC_ADDRESS
+
+
+def origins() -> list[str]:
+    """OLLAMA_ORIGINS: extra browser origins allowed by CORS (comma-separated, '*' globs)."""
+    return [o.strip() for o in os.environ.get("OLLAMA_ORIGINS", "").split(",") if o.strip()]
+
+
+def debug() -> bool:
+    """OLLAMA_DEBUG: debug logging."""
+    return raw("OLLAMA_DEBUG") not in ("", "0", "false")
+
+
+# -- the engine -------------------------------------------------------------------------------------
+
+def keep_alive_seconds(value: float | None) -> float | None:
+    """Normalises a keep-alive: negative (or absurdly large) means forever (None), else seconds >= 0."""
+    if value is None or value < 0 or not math.isfinite(value) or value > 1e15:
+        return None
+    return float(value)
+
+
+def keep_alive() -> float | None:
+    """OLLAMA_KEEP_ALIVE: a Go duration or integer seconds; negative = forever (None)."""
+    value = raw("OLLAMA_KEEP_ALIVE")
+    if not value:
+        return DEFAULT_KEEP_ALIVE
+    try:
+        return keep_alive_seconds(float(int(value)))
+    except ValueError:
+        pass
+    try:
+        return keep_alive_seconds(parse_go_duration(value))
+    except ValueError:
+        raise ConfigError(f"OLLAMA_KEEP_ALIVE: invalid duration {value!r}") from None
+
+
+@dataclass
+class EngineConfig:
+    """Defaults the scheduler and the options merge start from (spec §10)."""
+
+    keep_alive: float | None = DEFAULT_KEEP_ALIVE  # seconds; None = forever
+    max_loaded_models: int = 3  # OLLAMA_MAX_LOADED_MODELS 0 = auto = 3 on CPU
+    num_parallel: int = 1
+    max_queue: int = 512
+    context_length: int = 4096  # OLLAMA_CONTEXT_LENGTH 0 = automatic = 4096 without a GPU
+    memory_budget: int | None = None  # bytes; None = only max_loaded_models limits what stays loaded
+    threads: int | None = None  # default n_threads; None = os.cpu_count()
+    embed_pack_tokens: int = 32  # inputs shorter than this share one decode (see engine/embedding.py)
+
+    @classmethod
+    def from_env(cls) -> EngineConfig:
+        return cls(
+            keep_alive=keep_alive(),
+            max_loaded_models=_int("OLLAMA_MAX_LOADED_MODELS", 0, minimum=0) or 3,
+            num_parallel=_int("OLLAMA_NUM_PARALLEL", 0, minimum=0) or 1,
+            max_queue=_int("OLLAMA_MAX_QUEUE", 0, minimum=0) or 512,
+            context_length=_int("OLLAMA_CONTEXT_LENGTH", 0, minimum=0) or 4096,
+            memory_budget=_int("CORRAL_MAX_MEMORY", 0, minimum=0) or None,
+            embed_pack_tokens=_int("CORRAL_EMBED_PACK_TOKENS", 32, minimum=1),
+        )
+
+
+def runner_quiet() -> bool:
+    """CORRAL_RUNNER_QUIET: runner children drop llama.cpp's error log lines (tests that provoke them)."""
+    return raw("CORRAL_RUNNER_QUIET") == "1"
+
+
+def runner_library_defaults() -> None:
+    """Set in a runner child before llama.cpp loads: ggml would run gdb on an abort (slow, and noise)."""
+    os.environ.setdefault("GGML_NO_BACKTRACE", "1")
+
+
+# -- the registry client ----------------------------------------------------------------------------
+
+@dataclass
+class RegistryTuning:
+    """CORRAL_REGISTRY_*: download part size and parallelism, retries, stall timeout."""
+
+    part_size: int = 0  # 0: the client chooses by blob size
+    streams: int = 16
+    retries: int = 6
+    stall_timeout: float = 30.0
+    connect_timeout: float = 30.0
+    backoff: float = 1.0
+
+    @classmethod
+    def from_env(cls) -> RegistryTuning:
+        return cls(
+            part_size=_int("CORRAL_REGISTRY_PART_SIZE", 0, minimum=0),
+            streams=_int("CORRAL_REGISTRY_STREAMS", 16, minimum=1),
+            retries=_int("CORRAL_REGISTRY_RETRIES", 6, minimum=1),
+            stall_timeout=_float("CORRAL_REGISTRY_STALL_TIMEOUT", 30.0),
+        )
+
+
+def registry_credentials() -> tuple[str, str] | None:
+    """OLLAMA_REGISTRY_USERNAME / OLLAMA_REGISTRY_PASSWORD: Basic credentials for every registry."""
+    user = os.environ.get("OLLAMA_REGISTRY_USERNAME")
+    return (user, os.environ.get("OLLAMA_REGISTRY_PASSWORD", "")) if user else None
+
+
+def docker_config_path() -> Path:
+    """$DOCKER_CONFIG/config.json, else ~/.docker/config.json (docker's own rule)."""
+    configured = os.environ.get("DOCKER_CONFIG")
+    return Path(configured) / "config.json" if configured else Path.home() / ".docker" / "config.json"
+
+
+def check_all() -> None:
+    """Reads every variable once, so `corral serve` stops at start-up on a bad value (ConfigError)."""
+    models_root()
+    ollama_host()
+    EngineConfig.from_env()
+    RegistryTuning.from_env()
