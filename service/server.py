@@ -1,10 +1,9 @@
 """Builds the gRPC server: the Ollama servicer plus the standard health and reflection services.
 
-`create_server` returns the server and its bound port so tests can bind port 0; `serve` in service/cli.py
+`create_server` returns the server and its bound port so tests can bind port 0; `serve` in service/cli/main.py
 adds the REST shim and signal handling around it.
 """
 
-import logging
 from concurrent import futures
 
 import grpc
@@ -13,11 +12,12 @@ from grpc_reflection.v1alpha import reflection
 
 from corral.protos.ollama.v1 import ollama_pb2 as pb
 from corral.protos.ollama.v1 import ollama_pb2_grpc as pb_grpc
+from corral.service.api.inference import Inference
 from corral.service.api.servicer import OllamaServicer
-from corral.store.errors import InvalidArgument
+from corral.service.api.transfer import Transfer
+from corral.service.create import build_creator
+from corral.service.engine.engine import Engine
 from corral.store.models import ModelStore
-
-log = logging.getLogger("corral.service")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Ollama"].full_name
 
@@ -29,60 +29,12 @@ CHANNEL_OPTIONS = [
 ]
 
 
-def _optional(factory, store):
-    """Inference and transfers are optional parts: without them their RPCs answer UNIMPLEMENTED."""
-    try:
-        return factory(store)
-    except ImportError:
-        log.warning("%s unavailable", factory.__name__, exc_info=True)
-        return None
-
-
-def _validate_template(text: str) -> None:
-    from corral.service.prompt.templates import TemplateError, parse
-
-    try:
-        parse(text)
-    except TemplateError as exc:
-        raise InvalidArgument(f"template error: {exc}") from None
-
-
-def _quantize_hook(store: ModelStore):
-    from corral.service.convert.quantize import quantize
-
-    def hook(source, type_name):
-        """Quantizes into a temp file inside blobs/, so the result is renamed into place, not copied."""
-        out = store.paths.temp_blob()
-        try:
-            yield from quantize(source, out, type_name)
-        except BaseException:
-            out.unlink(missing_ok=True)
-            raise
-        return out
-
-    return hook
-
-
-def install_store_hooks(store: ModelStore) -> None:
-    """The store stays free of service code (llama.cpp, converters); the service lends it what create
-    needs: template parsing, quantization in a child process, safetensors conversion, adapter checks."""
-    from corral.service.convert.adapters import validate_adapter
-    from corral.service.convert import convert
-    from corral.service.convert.quantize import normalize_type
-
-    store.validate_template = _validate_template
-    store.normalize_quant_type = normalize_type
-    store.quantize_hook = _quantize_hook(store)
-    store.convert_hook = convert
-    store.validate_adapter = validate_adapter
-
-
 def build_servicer(store: ModelStore) -> OllamaServicer:
-    from corral.service.api.inference import Inference
-    from corral.service.api.transfer import Transfer
-
-    install_store_hooks(store)
-    return OllamaServicer(store, inference=_optional(Inference, store), transfer=_optional(Transfer, store))
+    """The servicer of `corral serve`: one Transfer (whose pull also fetches a missing `from` model for
+    create), one Creator and one inference Engine for the store."""
+    transfer = Transfer(store)
+    creator = build_creator(store, pull=transfer.pull_progress)
+    return OllamaServicer(store, creator=creator, inference=Inference(Engine(store)), transfer=transfer)
 
 
 def create_server(store: ModelStore, address: str = "127.0.0.1:50051", max_workers: int = 64):
@@ -106,7 +58,7 @@ def create_server(store: ModelStore, address: str = "127.0.0.1:50051", max_worke
     return server, servicer, port
 
 
-def close_servicer(servicer: OllamaServicer):
-    for part in (servicer.inference, servicer.transfer):
-        if part is not None and hasattr(part, "close"):
-            part.close()
+def close_servicer(servicer: OllamaServicer) -> None:
+    """Stops the runners and the downloads in flight (their recorded bytes stay for the next pull)."""
+    servicer.inference.close()
+    servicer.transfer.close()

@@ -1,4 +1,4 @@
-"""The model store: list, show, copy, delete, create and prune over Ollama's on-disk layout (spec §5, §7).
+"""The model store: list, show, copy, delete and prune over Ollama's on-disk layout (spec §5, §7).
 
 Why one facade: every RPC that touches models goes through ModelStore, so the rules that keep the store
 consistent live in one place: names are canonicalised for case before use, a blob is deleted only when
@@ -7,8 +7,8 @@ concurrent delete cannot prune them before its manifest is written (Ollama has t
 
 Listing must stay cheap however big the models are: it reads manifests and config blobs (cached by
 digest, since blobs never change) and never stats or reads a model blob. show and model_spec read the
-GGUF header (cached by digest too). create lives in store/create.py; capability rules in
-store/capabilities.py.
+GGUF header (cached by digest too). Creating models is a service orchestration (service/create/), and so
+is judging capabilities (service/prompt/capabilities.py): show is given the list.
 """
 
 from __future__ import annotations
@@ -22,20 +22,21 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable
 
 from corral.store.blobs import BlobStore
-from corral.store.capabilities import capabilities
 from corral.store.digests import find_digests
 from corral.store.errors import CorralError, FailedPrecondition, Internal, InvalidArgument, NotFound
+from corral.store.gguf_info import GGUFInfo, read_gguf
 from corral.store.gocompat import go_quote
 from corral.store.manifests import (MEDIA_TYPE_ADAPTER, MEDIA_TYPE_LICENSE, MEDIA_TYPE_MESSAGES, MEDIA_TYPE_MODEL,
                              MEDIA_TYPE_PARAMS, MEDIA_TYPE_PROJECTOR, MEDIA_TYPE_SYSTEM, TEMPLATE_MEDIA_TYPES,
                              Layer, Manifest, ManifestStore)
+from corral.store.modelfile_print import format_parameters, format_show_modelfile
 from corral.store.names import Name, parse_name, require_name
 from corral.store.config import models_root
 from corral.store.paths import StorePaths
-from corral.store.prune import PRUNE_GRACE_SECONDS, Pruner, noprune  # noqa: F401 (noprune re-exported)
+from corral.store.prune import PRUNE_GRACE_SECONDS, Pruner
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class ModelSpec:
     messages: list[dict]
     config: dict
     details: dict
-    gguf: object  # store.gguf_info.GGUFInfo
+    gguf: GGUFInfo
 
 
 @dataclass
@@ -89,6 +90,7 @@ class LoadedModel:
     mtime_ns: int
     config: dict
     model_layer: Layer | None = None
+    gguf: GGUFInfo | None = None  # the model layer's, None without one
     adapter_paths: list[Path] = field(default_factory=list)
     projector_paths: list[Path] = field(default_factory=list)
     template: str | None = None
@@ -116,20 +118,6 @@ class ModelStore:
         self.paths.ensure_dirs()
         self.blobs = BlobStore(self.paths)
         self.manifests = ManifestStore(self.paths)
-        # Hooks the service installs. quantize_hook(src_path, dst_type) returns the path of the new GGUF
-        # (best made in blobs/, e.g. at paths.temp_blob(), so it is renamed rather than copied), or is a
-        # generator that yields progress lines and then returns that path. validate_template(text)
-        # raises InvalidArgument("template error: ...") for a template that does not parse.
-        # normalize_quant_type(text) returns the canonical type name or raises InvalidArgument.
-        # convert_hook(files: {relative name: blob path}, out_path) is a generator that raises request
-        # errors on its first step, yields progress and writes a GGUF (safetensors conversion).
-        # validate_adapter(base_gguf, adapter_gguf) raises InvalidArgument for an adapter that would
-        # crash llama.cpp.
-        self.quantize_hook: Callable[[Path, str], Path] | None = None
-        self.validate_template: Callable[[str], None] | None = None
-        self.normalize_quant_type: Callable[[str], str] | None = None
-        self.convert_hook: Callable[[dict, Path], Iterator[dict]] | None = None
-        self.validate_adapter: Callable[[Path, Path], None] | None = None
         self._configs = _LRU(1024)
         self._tags_cache: dict[str, tuple[tuple, dict]] = {}
         self._ggufs = _LRU(8)
@@ -149,10 +137,8 @@ class ModelStore:
         doc = self._configs.get_or(digest, load)
         return copy.deepcopy(doc) if copy_ else doc
 
-    def gguf(self, digest: str):
+    def gguf(self, digest: str) -> GGUFInfo:
         """The GGUF metadata of a model/adapter/projector blob (cached by digest); Internal on failure."""
-        from corral.store.gguf_info import read_gguf
-
         path = self.blobs.path(digest)
         if not path.is_file():  # one stat, so a cached parse never hides a deleted blob
             raise Internal(f"open {path}: no such file or directory")
@@ -182,7 +168,8 @@ class ModelStore:
         return value
 
     def load(self, name: Name) -> LoadedModel:
-        """Reads a model's manifest, config and text layers; NotFound if missing, Internal if broken."""
+        """Reads a model's manifest, config, text layers and GGUF header; NotFound if missing, Internal if
+        broken."""
         manifest, raw, mtime_ns = self.manifests.read(name)
         try:
             config = self.config(manifest.config.digest)
@@ -208,6 +195,8 @@ class ModelStore:
                               for x in self.read_layer_json(layer, list) if isinstance(x, dict)]
             elif kind == MEDIA_TYPE_LICENSE:
                 m.licenses.append(self.read_layer_text(layer))
+        if m.model_layer is not None:
+            m.gguf = self.gguf(m.model_layer.digest)
         return m
 
     def _load_named(self, name_text: str, missing: str) -> LoadedModel:
@@ -255,15 +244,16 @@ class ModelStore:
             "details": details_from_config(config, parent),
         }
 
-    def show(self, name_text: str, verbose: bool = False, system: str | None = None,
-             options: dict | None = None) -> dict:
-        """The /api/show response."""
-        from corral.store.modelfile import format_parameters, format_show_modelfile
-
+    def find(self, name_text: str) -> LoadedModel:
+        """The model show describes, by the name a client gave (with show's error texts)."""
         if not name_text:
             raise InvalidArgument("model is required")
-        m = self._load_named(name_text, f"model '{name_text}' not found")
-        info = self.gguf(m.model_layer.digest) if m.model_layer else None
+        return self._load_named(name_text, f"model '{name_text}' not found")
+
+    def show(self, m: LoadedModel, capabilities: list[str], verbose: bool = False, system: str | None = None,
+             options: dict | None = None) -> dict:
+        """The /api/show response for a model from find(); its capabilities are the service's judgement."""
+        info = m.gguf
         template = m.template if m.template is not None else DEFAULT_TEMPLATE
         shown_system = system or m.system
         modelfile_params = {**m.params, **(options or {})}
@@ -292,29 +282,23 @@ class ModelStore:
                                        if l.media_type == MEDIA_TYPE_PROJECTOR))
             out["projector_info"] = projector.model_info(verbose)
         out["tensors"] = info.tensors_json() if info else []
-        caps = _capabilities(m, info)
-        if caps:
-            out["capabilities"] = caps
+        if capabilities:
+            out["capabilities"] = list(capabilities)
         out["modified_at"] = m.mtime_ns / 1e9
         if m.config.get("requires"):
             out["requires"] = m.config["requires"]
         return out
 
-    def capabilities(self, name_text: str) -> list[str]:
-        """The capability list show reports, for the generate/chat/embed checks."""
-        m = self._load_named(name_text, f"model '{name_text}' not found")
-        return _capabilities(m, self.gguf(m.model_layer.digest) if m.model_layer else None)
-
     def model_spec(self, name_text: str) -> ModelSpec:
         """What the engine needs to run a model; NotFound "model 'x' not found" if missing."""
         m = self._load_named(name_text, f"model '{name_text}' not found")
-        if m.model_layer is None:
+        if m.model_layer is None or m.gguf is None:
             raise FailedPrecondition(f"model '{name_text}' has no GGUF model layer")
         return ModelSpec(
             name=m.name.display, digest=_sha256_hex(m.raw), model_path=self.blobs.path(m.model_layer.digest),
             adapter_paths=m.adapter_paths, projector_paths=m.projector_paths, template=m.template,
             system=m.system, params=m.params, messages=m.messages, config=m.config,
-            details=details_from_config(m.config, _parent(m)), gguf=self.gguf(m.model_layer.digest))
+            details=details_from_config(m.config, _parent(m)), gguf=m.gguf)
 
     def copy(self, src_text: str, dst_text: str) -> None:
         """Copies the source manifest byte for byte; blobs are shared, not copied."""
@@ -353,20 +337,11 @@ class ModelStore:
             raise NotFound(missing) from None
         self.prune(candidates)
 
-    def create(self, req: dict, pull: Callable[[Name], Iterable[dict]] | None = None) -> Iterator[dict]:
-        """Validates a create request now (raising before any line) and returns the progress stream."""
-        from corral.store.create import start_create
-
-        return start_create(self, req, pull)
-
     # -- blob lifetime (store/prune.py) ---------------------------------------------------------
 
     def pinned(self, digests: Iterable[str]):
         """Context manager: keeps these blobs from being pruned (for a create or pull in progress)."""
         return self.pruner.pinned(digests)
-
-    def referenced_digests(self) -> tuple[set[str], bool]:
-        return self.pruner.referenced_digests()
 
     def prune(self, extra_candidates: Iterable[str]) -> list[str]:
         """Deletes the candidate blobs that no manifest references and nothing pins; returns them."""
@@ -383,9 +358,3 @@ def _sha256_hex(raw: bytes) -> str:
 
 def _parent(m: LoadedModel) -> str:
     return (m.model_layer.from_ or "") if m.model_layer else ""
-
-
-def _capabilities(m: LoadedModel, info) -> list[str]:
-    template = m.template if m.template is not None else DEFAULT_TEMPLATE
-    return capabilities(info.kv if info else None, info.architecture if info else "", template,
-                        bool(m.projector_paths), m.config.get("model_family", ""))

@@ -1,4 +1,4 @@
-"""The one place where domain errors become gRPC statuses, plus small protobuf conversions.
+"""The one place where domain errors become gRPC statuses, and where a call's cancellation becomes an Event.
 
 Servicer methods raise store.errors.CorralError subclasses carrying the exact Ollama text; the
 `handle_errors` decorator aborts the call with the matching code and that text as the status message,
@@ -8,13 +8,9 @@ for unary methods and for streaming generators alike, so no method repeats try/e
 import functools
 import inspect
 import logging
-import math
 import threading
-import time
 
 import grpc
-from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
-from google.protobuf.json_format import MessageToDict, ParseDict
 
 from corral.store.errors import CorralError
 
@@ -71,63 +67,3 @@ def cancel_event(context) -> threading.Event:
     if not context.is_active():
         event.set()
     return event
-
-
-def progress_message(line: dict):
-    """A progress dict from the store or the registry client -> ProgressResponse."""
-    from corral.protos.ollama.v1 import ollama_pb2 as pb
-
-    return pb.ProgressResponse(
-        status=line.get("status", ""),
-        digest=line.get("digest", ""),
-        total=int(line.get("total") or 0),
-        completed=int(line.get("completed") or 0),
-    )
-
-
-def struct_to_dict(struct: struct_pb2.Struct | None) -> dict:
-    """Struct -> plain dict, with integral numbers as int (Struct stores every number as a double)."""
-    if struct is None:
-        return {}
-    return _ints(MessageToDict(struct))
-
-
-def _ints(value):
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _ints(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_ints(v) for v in value]
-    return value
-
-
-def dict_to_struct(data: dict | None) -> struct_pb2.Struct:
-    struct = struct_pb2.Struct()
-    if data:
-        ParseDict(data, struct)
-    return struct
-
-
-def duration_to_seconds(message, field: str = "keep_alive") -> float | None:
-    """Seconds of an optional Duration field: None when unset, negative meaning 'forever'."""
-    if not message.HasField(field):
-        return None
-    d: duration_pb2.Duration = getattr(message, field)
-    return d.seconds + d.nanos / 1e9
-
-
-def seconds_to_duration(seconds: float) -> duration_pb2.Duration:
-    d = duration_pb2.Duration()
-    whole = math.trunc(seconds)
-    d.seconds = int(whole)
-    d.nanos = int(round((seconds - whole) * 1e9))
-    return d
-
-
-def timestamp(epoch_seconds: float | None = None) -> timestamp_pb2.Timestamp:
-    """A Timestamp for an epoch time (now when None), keeping nanoseconds."""
-    ts = timestamp_pb2.Timestamp()
-    ns = time.time_ns() if epoch_seconds is None else int(round(epoch_seconds * 1e9))
-    ts.seconds, ts.nanos = divmod(ns, 1_000_000_000)
-    return ts

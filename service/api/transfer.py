@@ -9,22 +9,22 @@ concurrent pulls of one model share one download, and close() stops them with th
 from __future__ import annotations
 
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
-from corral.protos.ollama.v1 import ollama_pb2 as pb
+from corral.service.api.convert import progress_message
+from corral.service.api.status import cancel_event, handle_errors
 from corral.service.registry.client import RegistryClient
 from corral.service.registry.download import Downloads
 from corral.service.registry.pull import pull
 from corral.service.registry.push import push
-from corral.service.api.status import cancel_event, handle_errors, progress_message
 
 
 class Transfer:
     """Registry transfers for one store."""
 
-    def __init__(self, store, client: RegistryClient | None = None):
+    def __init__(self, store):
         self.store = store
-        self.client = client or RegistryClient()
+        self.client = RegistryClient()
         self.downloads = Downloads(self.client, store.paths)
 
     def pull_progress(self, name_text: str, insecure: bool, cancel: threading.Event) -> Iterator[dict]:

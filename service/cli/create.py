@@ -52,7 +52,7 @@ def build_request(stub, name: str, modelfile: Path, quantize: str = "") -> pb.Cr
         if key in fields:
             setattr(req, key, fields[key])
     if fields.get("parameters"):
-        from corral.service.api.status import dict_to_struct
+        from corral.service.api.convert import dict_to_struct
 
         req.parameters.CopyFrom(dict_to_struct(fields["parameters"]))
     for m in fields.get("messages", []):

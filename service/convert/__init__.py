@@ -18,8 +18,8 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Generator
 from pathlib import Path, PurePosixPath
-from typing import Iterator
 
 from corral.service.convert.base import Converter, prepare, write_gguf
 from corral.service.convert.bert import BertConverter
@@ -86,7 +86,8 @@ def _converter(folder: Path) -> Converter:
     return cls(folder, config, tensors)
 
 
-def convert(files: dict[str, Path], out_path: Path, cancel: threading.Event | None = None) -> Iterator[dict]:
+def convert(files: dict[str, Path], out_path: Path,
+            cancel: threading.Event | None = None) -> Generator[dict, None, None]:
     """Converts a safetensors model to an F16 GGUF at `out_path`, yielding create status lines.
 
     Request errors (no config, unknown architecture or tokenizer, bad headers) come before the first yield:

@@ -22,8 +22,8 @@ import re
 import shutil
 import threading
 import time
+from collections.abc import Generator
 from pathlib import Path
-from typing import Iterator
 
 import gguf
 
@@ -61,7 +61,8 @@ def _tensor_nbytes(type_name: str, n_elements: int) -> int:
     return n_elements // block * size
 
 
-def quantize(src: Path, dst: Path, type_name: str, cancel: threading.Event | None = None) -> Iterator[dict]:
+def quantize(src: Path, dst: Path, type_name: str,
+             cancel: threading.Event | None = None) -> Generator[dict, None, None]:
     """Writes `src` quantized to `type_name` at `dst`, yielding Ollama progress dicts.
 
     Raises InvalidArgument for an unknown type, Internal for a source that is not F32/F16/BF16 (Ollama

@@ -4,7 +4,7 @@ Why separate from engine.py: the two endpoints share a long list of Ollama rules
 differ between generate and chat, the empty-prompt load and keep_alive-0 unload replies, capability
 checks for completion, insert, thinking and tools, raw mode, format validation) that would drown the
 engine's core. Each function yields plain dicts: {"response"|"content": piece, "done": False} while
-streaming, then one {"done": True, "done_reason", metrics...}; service/inference.py makes protobuf.
+streaming, then one {"done": True, "done_reason", metrics...}; service/api/inference.py makes protobuf.
 """
 
 from __future__ import annotations
@@ -13,22 +13,14 @@ import json
 import time
 from typing import Iterator
 
-from corral.service.prompt import prompts
 from corral.service.engine.engine import Engine, keep_alive_arg
-from corral.store.capabilities import capabilities
+from corral.service.engine.options import sampling_options
+from corral.service.prompt import prompts
+from corral.service.prompt.capabilities import model_capabilities
 from corral.store.errors import InvalidArgument, NotFound
+from corral.store.names import parse_name
 
 THINK_OFF = ("", "false")
-
-
-def _caps(spec, template: str | None) -> list[str]:
-    info = spec.gguf
-    text = template if template is not None else spec.template
-    if text is None and info is not None and info.chat_template:
-        text = info.chat_template
-    family = (spec.details or {}).get("family", "")
-    return capabilities(info.kv if info else None, info.architecture if info else "", text or "",
-                        bool(spec.projector_paths), family)
 
 
 def check_format(fmt: str) -> str:
@@ -61,8 +53,6 @@ def _metrics(start: float, load: float, final: dict) -> dict:
 
 
 def _stream(engine: Engine, spec, merged: dict, keep, payload: dict, cancel, key: str, start: float) -> Iterator[dict]:
-    from corral.service.engine.options import sampling_options
-
     payload["options"] = sampling_options(merged)
     with engine.lease(spec, merged, keep, cancel) as lease:
         gen = lease.runner.request("generate", payload, cancel)
@@ -82,14 +72,14 @@ def _stream(engine: Engine, spec, merged: dict, keep, payload: dict, cancel, key
     yield done
 
 
-def _load_or_unload(engine: Engine, spec, req: dict, key: str, start: float) -> Iterator[dict]:
+def _load_or_unload(engine: Engine, spec, req: dict, key: str, cancel) -> Iterator[dict]:
     keep = req.get("keep_alive")
     if keep is not None and keep == 0:
         engine.unload(spec)
         yield {key: "", "done": True, "done_reason": "unload"}
         return
     merged = engine.options(spec, req.get("options"))
-    with engine.lease(spec, merged, keep_alive_arg(keep), req.get("cancel")):
+    with engine.lease(spec, merged, keep_alive_arg(keep), cancel):
         pass
     yield {key: "", "done": True, "done_reason": "load"}
 
@@ -107,16 +97,16 @@ def generate(engine: Engine, req: dict, cancel=None) -> Iterator[dict]:
         raise InvalidArgument("raw mode does not support template, system, or context")
     prompt = req.get("prompt") or ""
     if not prompt and req.get("keep_alive") == 0:
-        yield from _load_or_unload(engine, spec, req, "response", start)
+        yield from _load_or_unload(engine, spec, req, "response", cancel)
         return
-    caps = _caps(spec, req.get("template"))
+    caps = model_capabilities(spec, req.get("template"))
     if "completion" not in caps:
         raise InvalidArgument(f'"{name}" does not support generate')
     if req.get("suffix") and "insert" not in caps:
         raise InvalidArgument(f'"{name}" does not support insert')
     think, fmt = _think_and_format(name, req, caps)
     if not prompt:
-        yield from _load_or_unload(engine, spec, dict(req, cancel=cancel), "response", start)
+        yield from _load_or_unload(engine, spec, req, "response", cancel)
         return
     context = list(req.get("context") or [])
     if raw:
@@ -152,18 +142,16 @@ def chat(engine: Engine, req: dict, cancel=None) -> Iterator[dict]:
     _check_common(req)
     messages = list(req.get("messages") or [])
     if not messages and req.get("keep_alive") == 0:
-        yield from _load_or_unload(engine, spec, req, "content", start)
+        yield from _load_or_unload(engine, spec, req, "content", cancel)
         return
-    caps = _caps(spec, None)
+    caps = model_capabilities(spec)
     if "completion" not in caps:
         raise InvalidArgument(f'"{name}" does not support chat')
     if req.get("tools") and "tools" not in caps:
-        from corral.store.names import parse_name
-
         raise InvalidArgument(f"{parse_name(name).full} does not support tools")
     think, fmt = _think_and_format(name, req, caps)
     if not messages:
-        yield from _load_or_unload(engine, spec, dict(req, cancel=cancel), "content", start)
+        yield from _load_or_unload(engine, spec, req, "content", cancel)
         return
     convo = prompts.chat_messages(spec, messages)
     text = prompts.render(spec, convo, tools=req.get("tools") or None, think=None if think in THINK_OFF else think)

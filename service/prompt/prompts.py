@@ -4,7 +4,7 @@ Why here: the rules for what goes into a prompt are Ollama's (server/routes.go a
 not the template engine's: which template wins (the request's, the model's template layer, else the
 GGUF's own Jinja `tokenizer.chat_template`, else `{{ .Prompt }}`), where the system prompt comes from
 (request, else model), that the model's seeded MESSAGEs precede the request's, and that raw mode skips
-all of it. Go templates are rendered by service/templates.py; Jinja chat templates (models created
+all of it. Go templates are rendered by service/prompt/templates.py; Jinja chat templates (models created
 from a bare GGUF without a template layer) are rendered here with a sandboxed jinja2 environment, the
 way Hugging Face tokenizers apply them.
 """
@@ -15,15 +15,10 @@ import datetime
 import functools
 import json
 
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from corral.service.prompt.templates import DEFAULT_TEMPLATE, TemplateError, render_prompt
 from corral.store.errors import InvalidArgument
-
-DEFAULT_TEMPLATE = "{{ .Prompt }}"
-
-
-def _templates():
-    from corral.service.prompt import templates  # written alongside; imported late so the engine loads without it
-
-    return templates
 
 
 def generate_messages(spec, prompt: str, system: str | None, has_context: bool) -> list[dict]:
@@ -54,20 +49,17 @@ def render(spec, messages: list[dict], *, template: str | None = None, suffix: s
     if text is None and getattr(spec, "gguf", None) is not None and spec.gguf.chat_template:
         return render_jinja(spec, spec.gguf.chat_template, messages, tools=tools)
     text = text if text is not None else DEFAULT_TEMPLATE
-    t = _templates()
     kwargs = {"messages": messages, "tools": tools or None, "suffix": suffix, "think": think}
     if suffix:
         kwargs["prompt"] = prompt
     try:
-        return t.render_prompt(text, **kwargs)
-    except t.TemplateError as exc:
+        return render_prompt(text, **kwargs)
+    except TemplateError as exc:
         raise InvalidArgument(f"template error: {exc}") from None
 
 
 @functools.lru_cache(maxsize=32)
 def _jinja_template(source: str):
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
 
     def raise_exception(message):

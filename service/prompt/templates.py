@@ -11,9 +11,9 @@ template/template.go adds rules on top of Go's (this is a port of them):
 * otherwise (legacy) it renders once per user turn with System/Prompt/Response, and the last turn
   uses the template cut right after its {{ .Response }} so a prefilled reply can be continued.
 
-Template.uses() ("messages", "tools", "suffix", ...) and Template.thinking_tags() give /api/show
-its capabilities. Parse errors raise TemplateError with Go's text, for create's
-"template error: <msg>". The Go template engine itself is in service/gotemplate/.
+Parse errors raise TemplateError with Go's text, for create's "template error: <msg>". Capabilities
+are judged from the template text in service/prompt/capabilities.py. The Go template engine itself is in
+service/prompt/gotemplate/.
 """
 
 from __future__ import annotations
@@ -24,10 +24,19 @@ from collections.abc import Iterable, Mapping
 
 from corral.service.prompt.gotemplate import JSONList, JSONMap, JSONStruct, Struct, TemplateError, execute
 from corral.service.prompt.gotemplate import parse as _parse_trees
-from corral.service.prompt.gotemplate.nodes import (ActionNode, BranchNode, CommandNode, FieldNode, ListNode, PipeNode,
-                                      TemplateNode, TextNode, VariableNode)
+from corral.service.prompt.gotemplate.nodes import (
+    ActionNode,
+    BranchNode,
+    CommandNode,
+    FieldNode,
+    ListNode,
+    PipeNode,
+    TemplateNode,
+    VariableNode,
+)
+from corral.store.errors import InvalidArgument
 
-__all__ = ["DEFAULT_TEMPLATE", "Template", "TemplateError", "collate", "parse", "render_prompt"]
+__all__ = ["DEFAULT_TEMPLATE", "Template", "TemplateError", "collate", "parse", "render_prompt", "validate"]
 
 DEFAULT_TEMPLATE = "{{ .Prompt }}"
 THINK_LEVELS = ("high", "medium", "low", "max")
@@ -64,18 +73,6 @@ class Template:
         """Whether the template references .Field (case-insensitive; "Messages", ".Tools", ...)."""
         return field.lstrip(".$").lower() in self.vars()
 
-    def thinking_tags(self) -> tuple[str, str]:
-        """Ollama's thinking.InferTags: the literal text around {{ .Thinking }} inside
-        {{ range .Messages }}, e.g. ("<think>", "</think>"); ("", "") when there is none."""
-        found = ["", ""]
-        _infer_tags(self._trees[""], [], found)
-        return found[0], found[1]
-
-    @property
-    def supports_thinking(self) -> bool:
-        opening, closing = self.thinking_tags()
-        return bool(opening and closing)
-
     # -- rendering --------------------------------------------------------------
     def render(self, data: Mapping) -> str:
         """Execute the template (with the appended {{ .Response }} if any) against `data`."""
@@ -91,6 +88,14 @@ class Template:
 def parse(text: str) -> Template:
     """Parse a template (cached by text); raises TemplateError("template: :1: ...")."""
     return Template(text)
+
+
+def validate(text: str) -> None:
+    """create's check of a TEMPLATE: InvalidArgument("template error: ...") if it does not parse."""
+    try:
+        parse(text)
+    except TemplateError as exc:
+        raise InvalidArgument(f"template error: {exc}") from None
 
 
 # -- tree walks ported from Ollama --------------------------------------------------
@@ -115,45 +120,6 @@ def _identifiers(n, out: set[str]) -> None:
                 _identifiers(a, out)
     elif isinstance(n, (FieldNode, VariableNode)):
         out.update(i.lower() for i in n.ident)
-
-
-def _children(n) -> list:
-    if isinstance(n, ListNode):
-        return n.nodes
-    if isinstance(n, BranchNode):
-        return [n.pipe, n.list] + ([n.else_list] if n.else_list is not None else [])
-    if isinstance(n, (ActionNode, TemplateNode)):
-        return [n.pipe] if n.pipe is not None else []
-    if isinstance(n, PipeNode):
-        return n.cmds
-    if isinstance(n, CommandNode):
-        return n.args
-    return []
-
-
-def _range_uses_messages(r: BranchNode) -> bool:
-    stack = [r.pipe]
-    while stack:
-        n = stack.pop()
-        if isinstance(n, FieldNode) and n.ident[0] == "Messages":
-            return True
-        stack.extend(_children(n))
-    return False
-
-
-def _infer_tags(n, ancestors: list, found: list) -> None:
-    ancestors.append(n)
-    if isinstance(n, FieldNode) and n.ident[0] == "Thinking":
-        rng = next((a for a in reversed(ancestors) if isinstance(a, BranchNode) and a.kind == "range"), None)
-        if rng is not None and _range_uses_messages(rng):
-            lst = next(a for a in reversed(ancestors) if isinstance(a, ListNode))
-            if isinstance(lst.nodes[0], TextNode):
-                found[0] = lst.nodes[0].text.strip()
-            if isinstance(lst.nodes[-1], TextNode):
-                found[1] = lst.nodes[-1].text.strip()
-    for c in _children(n):
-        _infer_tags(c, ancestors, found)
-    ancestors.pop()
 
 
 def _cut_after_response(root: ListNode) -> ListNode:

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from contextlib import nullcontext
 from typing import Iterator
 
 from corral.service.registry.client import MANIFEST_ACCEPT, RegistryClient, error_text
 from corral.service.registry.download import Downloads
-from corral.store.digests import find_digests, parse_digest
+from corral.store.digests import parse_digest
 from corral.store.errors import Cancelled, CorralError, Internal, NotFound
 from corral.store.manifests import Manifest
 from corral.store.names import require_name
-from corral.store.models import noprune
+from corral.store.prune import noprune
 
 log = logging.getLogger("corral.registry")
 
@@ -70,21 +69,6 @@ def _line(status: str, digest: str, total: int, completed: int) -> dict:
     return line
 
 
-def referenced_digests(manifests) -> set[str]:
-    """Every digest any manifest names; an unparsable manifest keeps whatever digests its text holds."""
-    keep: set[str] = set()
-    for name, _path in manifests.list():
-        try:
-            raw, _ = manifests.read_raw(name)
-        except NotFound:
-            continue
-        try:
-            keep.update(Manifest.from_bytes(raw).all_digests())
-        except ValueError:
-            keep.update(find_digests(raw))
-    return keep
-
-
 def pull(client: RegistryClient, downloads: Downloads, store, name_text: str, insecure: bool,
          cancel: threading.Event) -> Iterator[dict]:
     """Yields Ollama's pull progress dicts; errors before the first line are raised before it."""
@@ -100,8 +84,7 @@ def pull(client: RegistryClient, downloads: Downloads, store, name_text: str, in
         raise Internal(f"pull model manifest: {exc}") from None
 
     # Pinned: a concurrent delete must not prune a blob this manifest is about to reference.
-    pinned = store.pinned(manifest.all_digests()) if hasattr(store, "pinned") else nullcontext()
-    with pinned:
+    with store.pinned(manifest.all_digests()):
         for layer in layers:
             if cancel.is_set():
                 raise Cancelled("pull cancelled")
@@ -123,13 +106,7 @@ def pull(client: RegistryClient, downloads: Downloads, store, name_text: str, in
             old = []
         store.manifests.write(local, raw)
     if old and not noprune():
-        unused = set(old) - set(manifest.all_digests())
-        if unused and hasattr(store, "prune"):
-            removed = store.prune(unused)
-        else:
-            removed = sorted(unused - referenced_digests(store.manifests))
-            for digest in removed:
-                store.blobs.delete(digest)
+        removed = store.prune(set(old) - set(manifest.all_digests()))
         if removed:
             yield {"status": "removing unused layers"}
     yield {"status": "success"}

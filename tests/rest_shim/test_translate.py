@@ -3,7 +3,7 @@
 from google.protobuf import timestamp_pb2
 
 from corral.rest_shim.translate import rfc3339, struct_to_dict
-from corral.service.api.status import dict_to_struct
+from corral.service.api.convert import dict_to_struct
 
 
 def ts(seconds, nanos):

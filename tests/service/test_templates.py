@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from corral.service.prompt.capabilities import thinking_tags
 from corral.service.prompt.gotemplate import JSONMap, Struct, execute, go_json, go_str
 from corral.service.prompt.gotemplate import parse as parse_trees
 from corral.service.prompt.templates import DEFAULT_TEMPLATE, Template, TemplateError, collate, parse, render_prompt
@@ -272,7 +273,7 @@ def test_model_templates_match_ollama_testdata(name):
     text, expected = MODEL_TEMPLATES[name]
     assert render_prompt(text, messages=SUAU).rstrip(" ") == expected
     tmpl = parse(text)
-    assert tmpl.uses("Messages") and not tmpl.uses(".Tools") and tmpl.thinking_tags() == ("", "")
+    assert tmpl.uses("Messages") and not tmpl.uses(".Tools") and thinking_tags(text) is None
 
 
 def test_model_template_single_user_turn():
@@ -387,9 +388,9 @@ def test_capability_inspection():
              '{{ if and $.IsThinkSet .Thinking -}}\n<think>\n{{ .Thinking }}\n</think>\n{{ end -}}\n{{ .Content }}'
              "<|im_end|>\n{{ end }}{{ end }}{{ if .Tools }}{{ .Tools }}{{ end }}")
     tmpl = parse(qwen3)
-    assert tmpl.thinking_tags() == ("<think>", "</think>") and tmpl.supports_thinking
+    assert thinking_tags(qwen3) == ("<think>", "</think>")
     assert tmpl.uses("tools") and not tmpl.uses("Suffix") and parse("{{ .Suffix }}").uses(".Suffix")
-    assert parse("{{ .Thinking }}").thinking_tags() == ("", "")  # not inside range .Messages
+    assert thinking_tags("{{ .Thinking }}") is None  # not inside range .Messages
 
 
 def test_parse_is_cached_and_errors_are_go_messages():

@@ -2,7 +2,8 @@
 
 Why: every store test needs a real store with real blobs; the GGUF files come from the shared builders in
 tests/gguf_models.py (seeded, so digests are stable), are written into tmp_path and stored with
-BlobStore.write exactly as an upload would store them.
+BlobStore.write exactly as an upload would store them. Models are made by the Creator that `corral serve`
+builds (service/create), without a registry to pull from.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import gguf
 import numpy as np
 import pytest
 
+from corral.service.create import build_creator
+from corral.store.errors import NotFound
 from corral.store.models import ModelStore
 from tests.gguf_models import write_bert_gguf, write_llama_gguf, write_lora_gguf
 
@@ -80,9 +83,20 @@ def projector_blob(store: ModelStore, tmp_path: Path) -> str:
     return upload(store, path)
 
 
-def create(store: ModelStore, req: dict, pull=None) -> list[str]:
+def no_registry(name_text: str, insecure: bool, cancel):
+    """The puller of tests without a registry: a missing `from` model stays missing."""
+    raise NotFound("pull model manifest: file does not exist")
+    yield  # a generator, like Transfer.pull_progress
+
+
+@pytest.fixture
+def creator(store):
+    return build_creator(store, pull=no_registry)
+
+
+def create(store: ModelStore, req: dict, pull=no_registry) -> list[str]:
     """Runs a create to the end; returns its status lines."""
-    return [line["status"] for line in store.create(req, pull=pull)]
+    return [line["status"] for line in build_creator(store, pull).create(req)]
 
 
 def make_model(store: ModelStore, tmp_path: Path, name: str, **fields) -> list[str]:

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from corral.service.show import show
 from corral.store.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
 from corral.store.names import parse_name
 from tests.store.store_helpers import (blob_names, create, llama_blob, make_model, manifest_path,
@@ -77,7 +78,7 @@ def test_show_every_field(store, tmp_path):
     make_model(store, tmp_path, "tiny", template="{{ .System }} {{ .Prompt }}", system="be brief",
                license=["MIT", "Apache-2.0"], parameters={"stop": ["<|eot|>", "END"], "temperature": 0.5},
                messages=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}])
-    shown = store.show("TINY")
+    shown = show(store, "TINY")
     assert list(shown) == ["license", "modelfile", "parameters", "template", "system", "details", "messages",
                            "model_info", "tensors", "capabilities", "modified_at"]
     assert shown["license"] == "MIT\nApache-2.0"
@@ -106,7 +107,7 @@ def test_show_every_field(store, tmp_path):
 
 def test_show_defaults_verbose_overrides(store, tmp_path):
     make_model(store, tmp_path, "plain")
-    shown = store.show("plain", verbose=True, system="override", options={"num_ctx": 1024})
+    shown = show(store, "plain", verbose=True, system="override", options={"num_ctx": 1024})
     assert shown["template"] == "{{ .Prompt }}"
     assert shown["system"] == "override"
     assert "license" not in shown and "parameters" not in shown and "messages" not in shown
@@ -116,18 +117,18 @@ def test_show_defaults_verbose_overrides(store, tmp_path):
 
 def test_show_capabilities(store, tmp_path):
     make_model(store, tmp_path, "tools", template="{{ if .Tools }}T{{ end }}{{ .Suffix }}{{ .Prompt }}")
-    assert store.show("tools")["capabilities"] == ["completion", "tools", "insert"]
+    assert show(store, "tools")["capabilities"] == ["completion", "tools", "insert"]
     think = "{{ range .Messages }}<think>{{ .Thinking }}</think>{{ .Content }}{{ end }}"
     make_model(store, tmp_path, "think", template=think)
-    assert store.show("think")["capabilities"] == ["completion", "thinking"]
+    assert show(store, "think")["capabilities"] == ["completion", "thinking"]
     create(store, {"model": "vision", "files": {"model.gguf": llama_blob(store, tmp_path),
                                                 "mmproj.gguf": projector_blob(store, tmp_path)}})
-    shown = store.show("vision")
+    shown = show(store, "vision")
     assert shown["capabilities"] == ["completion", "vision"]
     assert shown["projector_info"]["general.architecture"] == "clip"
     assert "\nFROM " + str(store.blobs.path(projector_blob(store, tmp_path))) in shown["modelfile"]
     create(store, {"model": "embed", "files": {"model.gguf": llama_blob(store, tmp_path, pooling="mean")}})
-    assert store.show("embed")["capabilities"] == ["embedding"]
+    assert show(store, "embed")["capabilities"] == ["embedding"]
 
 
 @pytest.mark.parametrize("text,error,message", [
@@ -137,7 +138,7 @@ def test_show_capabilities(store, tmp_path):
 ])
 def test_show_errors(store, text, error, message):
     with pytest.raises(error) as err:
-        store.show(text)
+        show(store, text)
     assert err.value.message == message
 
 
@@ -147,7 +148,7 @@ def test_show_missing_model_blob_is_internal(store, tmp_path):
         if store.blobs.size(digest) > 100_000:
             store.blobs.path(digest).unlink()
     with pytest.raises(Internal):
-        store.show("m")
+        show(store, "m")
 
 
 def test_model_spec(store, tmp_path):

@@ -6,7 +6,7 @@ positive or negative changes which requests succeed.
 
 import pytest
 
-from corral.store.capabilities import capabilities, template_vars, thinking_tags
+from corral.service.prompt.capabilities import capabilities, template_vars, thinking_tags
 
 LLAMA3_TOOLS = """{{- if or .System .Tools }}<|start_header_id|>system<|end_header_id|>
 {{- if .System }}{{ .System }}{{- end }}

@@ -1,9 +1,14 @@
 """Model capabilities by Ollama's classic rules (spec §5 show), from GGUF metadata and the template text.
 
-Why here and not in the engine: show, the tags listing and the generate/chat/embed checks ("x" does not
-support chat) must agree, and all of them can be answered from the store without loading a model. The
-template is inspected textually: only which fields its actions reference matters, like Go's
-template.Vars(), so no template engine is needed.
+Why one function for every caller: show's list and the generate/chat checks ("x" does not support chat)
+must agree, so both ask `model_capabilities` about the same template: a generate request's own template,
+else the model's template layer, else the GGUF's Jinja chat template (the one the prompt is rendered
+with), else none.
+
+Why textual inspection and not the template parser next door: only which fields the template's actions
+reference matters, like Go's template.Vars(), and the text may not be a Go template at all (a GGUF's
+Jinja chat template) or may not parse (a model written by another tool). Show and the checks must still
+answer for those, so nothing here can fail.
 
 Rules, in order: `embedding` if the GGUF has `<arch>.pooling_type`, else `completion`; `vision` if
 `<arch>.vision.block_count` or a projector layer; `audio` if `<arch>.audio.block_count`; `tools` if the
@@ -52,15 +57,24 @@ def capabilities(kv: dict | None, architecture: str, template: str | None, has_p
             caps.append("vision")
         if f"{architecture}.audio.block_count" in kv:
             caps.append("audio")
-    if template is None:
-        return caps
-    names = template_vars(template)
+    names = template_vars(template or "")
     if "tools" in names:
         caps.append("tools")
     if "suffix" in names:
         caps.append("insert")
     if has_projector and "vision" not in caps:
         caps.append("vision")
-    if thinking_tags(template) is not None or family in ("gptoss", "gpt-oss"):
+    if thinking_tags(template or "") is not None or family in ("gptoss", "gpt-oss"):
         caps.append("thinking")
     return caps
+
+
+def model_capabilities(model, template: str | None = None) -> list[str]:
+    """The capabilities of a store model (ModelSpec or LoadedModel: gguf, template, projector_paths,
+    config); `template` is a generate request's own template, which then stands in for the model's."""
+    info = model.gguf
+    text = template if template is not None else model.template
+    if text is None and info is not None:
+        text = info.chat_template
+    return capabilities(info.kv if info else None, info.architecture if info else "", text,
+                        bool(model.projector_paths), model.config.get("model_family", ""))

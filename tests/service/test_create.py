@@ -1,5 +1,5 @@
 """create (spec §5): sources, layer typing, inheritance, status lines, layer order, config bytes, pruning,
-quantize hook, legacy Modelfile, and every validation error (raised before the first line).
+the quantizer, legacy Modelfile, and every validation error (raised before the first line).
 
 Why: create's stream and the bytes it writes are what Ollama clients and Ollama itself would see; the
 blobs it writes must hash like Ollama's so that layers are shared, and a failed create must not leave a
@@ -7,15 +7,35 @@ half-made model behind.
 """
 
 import json
+from dataclasses import replace
 
 import pytest
 
+from corral.service.create import build_creator
+from corral.service.show import show
 from corral.store.errors import Internal, InvalidArgument, NotFound
-from corral.store.manifests import (MEDIA_TYPE_ADAPTER, MEDIA_TYPE_MESSAGES, MEDIA_TYPE_MODEL, MEDIA_TYPE_PARAMS,
-                             MEDIA_TYPE_PROJECTOR, MEDIA_TYPE_TEMPLATE)
+from corral.store.manifests import (
+    MEDIA_TYPE_ADAPTER,
+    MEDIA_TYPE_MESSAGES,
+    MEDIA_TYPE_MODEL,
+    MEDIA_TYPE_PARAMS,
+    MEDIA_TYPE_PROJECTOR,
+    MEDIA_TYPE_TEMPLATE,
+)
 from tests.gguf_models import write_llama_gguf
-from tests.store.store_helpers import (blob_names, create, llama_blob, lora_blob, make_model, manifest_path,
-                                       projector_blob, store, upload)  # noqa: F401
+from tests.store.store_helpers import (  # noqa: F401
+    blob_names,
+    create,
+    creator,
+    llama_blob,
+    lora_blob,
+    make_model,
+    manifest_path,
+    no_registry,
+    projector_blob,
+    store,
+    upload,
+)
 
 LIB = ("registry.ollama.ai", "library")
 
@@ -96,7 +116,7 @@ def test_from_model_inherits_and_replaces(store, tmp_path):
     assert lines[:4] == [f"using existing layer {l['digest']}" for l in inherited]
     assert lines[4:7] == [f"creating new layer {l['digest']}" for l in child["layers"][4:]]
     assert lines[7:] == ["writing manifest", "success"]
-    shown = store.show("child")
+    shown = show(store, "child")
     assert shown["details"]["parent_model"] == "base:latest"
     assert shown["license"] == "L1\nL2" and shown["system"] == "S2" and shown["template"] == "T1"
 
@@ -132,7 +152,7 @@ def test_replaced_layers_are_dropped_even_with_noprune(store, tmp_path, monkeypa
     assert store.blobs.has(old["config"]["digest"])  # the overwritten manifest's other orphans stay
 
 
-def test_validation_errors_raise_before_the_first_line(store, tmp_path):
+def test_validation_errors_raise_before_the_first_line(store, creator, tmp_path):
     digest = llama_blob(store, tmp_path)
     text = upload(store, _write(tmp_path / "notes.txt", b"just text"))
     text_gguf = upload(store, _write(tmp_path / "fake.gguf", b"not a gguf at all"))
@@ -156,55 +176,53 @@ def test_validation_errors_raise_before_the_first_line(store, tmp_path):
         ({"model": "x", "files": {"notes.txt": text}}, InvalidArgument, "unknown type"),
         ({"model": "x", "files": {"fake.gguf": text_gguf}}, InvalidArgument,
          "supplied file was not in GGUF format"),
-        ({"model": "x", "files": {"model.safetensors": text}}, InvalidArgument,
-         "safetensors conversion is not available"),
+        ({"model": "x", "files": {"model.safetensors": text}}, InvalidArgument, "unknown architecture"),
         ({"model": "x", "files": {"m.gguf": digest}, "adapters": {"a.gguf": digest, "b.gguf": digest}},
          InvalidArgument, "only one adapter is currently supported"),
-        ({"model": "x", "files": {"m.gguf": digest}, "quantize": "q3_k_l"}, InvalidArgument,
-         "unsupported quantization type Q3_K_L - supported types are F32, F16, Q4_K_S, Q4_K_M, Q8_0"),
+        ({"model": "x", "files": {"m.gguf": digest}, "quantize": "q9_x"}, InvalidArgument,
+         "unsupported quantization type Q9_X - supported types are F32, F16, BF16, Q8_0, Q6_K, Q5_K_M, Q5_K_S, "
+         "Q5_1, Q5_0, Q4_K_M, Q4_K_S, Q4_1, Q4_0, Q3_K_L, Q3_K_M, Q3_K_S, Q2_K"),
         ({"model": "x", "files": {"m.gguf": q8}, "quantization": "q4_k_m"}, Internal,
          "quantization is only supported for F16, BF16 and F32 models"),
-        ({"model": "x", "files": {"m.gguf": digest}, "quantize": "Q4_K"}, Internal,
-         "quantization is not available"),
-        ({"model": "x", "from": "not-here"}, NotFound, "pull model manifest: file does not exist"),
         ({"model": "x", "modelfile": "SYSTEM hi"}, InvalidArgument, "no FROM line"),
     ]
     for req, error, message in cases:
         with pytest.raises(error) as err:
-            store.create(req)  # raises on the call itself, before any line is produced
+            creator.create(req)  # raises on the call itself, before any line is produced
         assert err.value.message == message, req
     assert store.list_models() == []
 
 
-def test_quantize_hook(store, tmp_path):
+def test_quantizer(store, creator, tmp_path):
     f16 = upload(store, write_llama_gguf(tmp_path / "f16.gguf", dtype="f16"))
-    with pytest.raises(Internal) as err:
-        store.create({"model": "q", "files": {"m.gguf": f16}, "quantize": "q8_0"})
-    assert err.value.message == "quantization is not available"
-    calls = []
+    calls, outs = [], []
 
-    def hook(src, dst_type):
+    def hook(src, dst, dst_type, cancel):
         calls.append((src, dst_type))
-        return write_llama_gguf(store.paths.blobs_dir / "quantized-tmp", dtype="f32")
+        outs.append(dst)
+        yield {"status": f"quantizing F16 model to {dst_type}"}
+        yield {"status": "verifying conversion"}
+        write_llama_gguf(dst, dtype="f32")
 
-    store.quantize_hook = hook
-    lines = create(store, {"model": "q", "files": {"m.gguf": f16}, "quantize": "f32"})
+    lines = [line["status"] for line in replace(creator, quantize=hook).create(
+        {"model": "q", "files": {"m.gguf": f16}, "quantize": "f32"})]
     assert calls == [(store.blobs.path(f16), "F32")]
     new = manifest(store, "q")["layers"][0]["digest"]
     assert lines == ["parsing GGUF", "quantizing F16 model to F32", "verifying conversion",
                      f"creating new layer {new}", "writing manifest", "success"]
     assert json.loads(blob_text(store, manifest(store, "q")["config"]["digest"]))["file_type"] == "F32"
-    assert not (store.paths.blobs_dir / "quantized-tmp").exists()
-    lines = create(store, {"model": "same", "files": {"m.gguf": f16}, "quantize": "F16"})  # already F16
+    assert outs[0].parent == store.paths.blobs_dir and not outs[0].exists()
+    lines = [line["status"] for line in replace(creator, quantize=hook).create(
+        {"model": "same", "files": {"m.gguf": f16}, "quantize": "F16"})]  # already F16
     assert "verifying conversion" not in lines and len(calls) == 1
 
-    def generator_hook(src, dst_type):  # the service's quantizer reports progress as it goes
+    def generator_hook(src, dst, dst_type, cancel):  # the service's quantizer reports progress as it goes
         yield {"status": f"quantizing F16 model to {dst_type}", "digest": "0" * 19, "total": 2, "completed": 2}
         yield {"status": "verifying conversion"}
-        return write_llama_gguf(store.paths.temp_blob(), dtype="f32", seed=1)
+        write_llama_gguf(dst, dtype="f32", seed=1)
 
-    store.quantize_hook = generator_hook
-    stream = list(store.create({"model": "g", "files": {"m.gguf": f16}, "quantize": "F32"}))
+    stream = list(replace(creator, quantize=generator_hook).create(
+        {"model": "g", "files": {"m.gguf": f16}, "quantize": "F32"}))
     new = manifest(store, "g")["layers"][0]["digest"]
     assert stream[1] == {"status": "quantizing F16 model to F32", "digest": "0" * 19, "total": 2, "completed": 2}
     assert [line["status"] for line in stream[2:]] == [
@@ -214,8 +232,8 @@ def test_quantize_hook(store, tmp_path):
 def test_missing_base_is_pulled_inside_the_stream(store, tmp_path):
     make_model(store, tmp_path, "staging")
 
-    def pull(name):
-        assert name.full == "registry.ollama.ai/library/remote:latest"
+    def pull(name, insecure, cancel):
+        assert name == "registry.ollama.ai/library/remote:latest"
         yield {"status": "pulling manifest"}
         store.copy("staging", "remote")
         yield {"status": "success"}
@@ -225,10 +243,10 @@ def test_missing_base_is_pulled_inside_the_stream(store, tmp_path):
     assert lines[-2:] == ["writing manifest", "success"]
     assert manifest(store, "local")["layers"][0]["from"] == "remote:latest"
 
-    def failing_pull(name):
+    def failing_pull(name, insecure, cancel):
         yield {"status": "pulling manifest"}
 
-    stream = store.create({"model": "x", "from": "other"}, pull=failing_pull)
+    stream = build_creator(store, pull=failing_pull).create({"model": "x", "from": "other"})
     assert next(stream) == {"status": "pulling manifest"}
     with pytest.raises(NotFound) as err:
         next(stream)
@@ -238,28 +256,28 @@ def test_missing_base_is_pulled_inside_the_stream(store, tmp_path):
 def test_legacy_modelfile(store, tmp_path):
     digest = llama_blob(store, tmp_path)
     create(store, {"model": "a", "modelfile": f"FROM @{digest}\nSYSTEM from a modelfile\nPARAMETER top_k 3"})
-    assert store.show("a")["system"] == "from a modelfile"
+    assert show(store, "a")["system"] == "from a modelfile"
     create(store, {"model": "b", "modelfile": "FROM a\nTEMPLATE {{ .Prompt }}!"})
-    assert store.show("b")["template"] == "{{ .Prompt }}!"
+    assert show(store, "b")["template"] == "{{ .Prompt }}!"
     assert store.model_spec("b").params == {"top_k": 3}
     create(store, {"model": "c", "from": "a", "modelfile": "FROM b"})  # `from` wins over a modelfile
-    assert store.show("c")["template"] == "{{ .Prompt }}"
+    assert show(store, "c")["template"] == "{{ .Prompt }}"
 
 
-def test_template_validation_hook(store, tmp_path):
+def test_template_validation(store, creator, tmp_path):
     def validate(text):
         if "{{" in text and "}}" not in text:
             raise InvalidArgument("template error: unclosed action")
 
-    store.validate_template = validate
     with pytest.raises(InvalidArgument) as err:
-        make_model(store, tmp_path, "t", template="{{ .Prompt")
+        replace(creator, validate_template=validate).create(
+            {"model": "t", "files": {"model.gguf": llama_blob(store, tmp_path)}, "template": "{{ .Prompt"})
     assert err.value.message == "template error: unclosed action"
 
 
-def test_pins_protect_blobs_from_a_concurrent_delete(store, tmp_path):
+def test_pins_protect_blobs_from_a_concurrent_delete(store, creator, tmp_path):
     make_model(store, tmp_path, "base", system="only the base has this")
-    stream = store.create({"model": "child", "from": "base", "license": "x"})
+    stream = creator.create({"model": "child", "from": "base", "license": "x"})
     first = next(stream)  # layers are built and pinned before the first status line
     assert first["status"].startswith("using existing layer")
     store.delete("base")  # would prune every base blob but for the pins
@@ -275,9 +293,9 @@ def _write(path, data):
     return path
 
 
-def test_messages_and_license_edge_cases(store, tmp_path):
+def test_messages_and_license_edge_cases(store, creator, tmp_path):
     make_model(store, tmp_path, "m", license=["", "only"], messages=[])
     assert types(manifest(store, "m")) == ["model", "license"]
-    assert store.show("m")["license"] == "only"
+    assert show(store, "m")["license"] == "only"
     with pytest.raises(InvalidArgument):
-        store.create({"model": "x", "from": "m", "license": 5})
+        creator.create({"model": "x", "from": "m", "license": 5})
