@@ -1,32 +1,24 @@
 """Flask app factory: one gRPC channel per app, the route blueprints, and Ollama's error conventions."""
 
-import importlib
-import logging
-
 import grpc
 from flask import Flask, Response
 
-from corral.rest_shim import guards
+# Plain imports: a route module that fails to import must stop the server at start-up, not turn its
+# routes into 404s.
+from corral.rest_shim import guards, routes_inference, routes_models, routes_transfer
 from corral.rest_shim.client import Client
 from corral.rest_shim.errors import HTTPError, error_response, rpc_error_response
 
-log = logging.getLogger("corral.shim")
-
-BLUEPRINTS = ("corral.rest_shim.routes_models", "corral.rest_shim.routes_transfer", "corral.rest_shim.routes_inference")
+BLUEPRINTS = (routes_models.bp, routes_transfer.bp, routes_inference.bp)
 
 
 def create_app(grpc_target: str, loopback: bool = True) -> Flask:
     """The shim for a gRPC target; `loopback` turns on the Host guard (only when we listen on loopback)."""
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # no /static/<path> route: Ollama has none
     app.extensions["corral"] = Client(grpc_target)
     guards.install(app, loopback)
-    for module_name in BLUEPRINTS:
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            log.warning("routes %s unavailable", module_name, exc_info=True)
-            continue
-        app.register_blueprint(module.bp)
+    for blueprint in BLUEPRINTS:
+        app.register_blueprint(blueprint)
 
     @app.errorhandler(HTTPError)
     def _http_error(exc: HTTPError):

@@ -152,8 +152,8 @@ class OllamaServicer:
         raise NotImplementedError('Method not implemented!')
 
     def BlobExists(self, request, context):
-        """Succeeds if the blob is stored, else NOT_FOUND. REST: HEAD /api/blobs/{digest} (HEAD cannot be
-        written in google.api.http, so the binding says GET).
+        """Succeeds if the blob is stored, else NOT_FOUND. REST: HEAD /api/blobs/{digest} (HEAD is written as
+        a custom pattern; there is no GET on this path).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
