@@ -8,7 +8,7 @@ PROTO   := protos/ollama/v1/ollama.proto
 GEN     := protos/ollama/v1/ollama_pb2.py protos/ollama/v1/ollama_pb2_grpc.py protos/ollama/v1/ollama_pb2.pyi
 NODE_DEPS := tests/polyglot/node_modules/.installed
 
-.PHONY: all setup serve test protos check-protos bench system-deps clean
+.PHONY: all setup serve test lint protos check-protos bench system-deps clean
 
 all: setup
 
@@ -54,6 +54,15 @@ system-deps:
 $(NODE_DEPS): tests/polyglot/package.json tests/polyglot/package-lock.json
 	cd tests/polyglot && npm ci --silent --no-audit --no-fund
 	touch $@
+
+# The lint gate: ruff and mypy with zero findings. mypy checks the installed namespace through a staging
+# folder (corral/<folder> links), so that `corral.store` imports in service/ resolve to store/.
+lint: setup
+	$(VENV)/bin/ruff check store service rest_shim tests bench
+	@stage=$$(mktemp -d) && mkdir $$stage/corral && \
+	for f in protos store service rest_shim; do ln -s "$(CURDIR)/$$f" $$stage/corral/$$f; done && \
+	cd $$stage && "$(CURDIR)/$(VENV)/bin/mypy" --config-file "$(CURDIR)/pyproject.toml" \
+	  -p corral.store -p corral.service -p corral.rest_shim; rc=$$?; rm -rf $$stage; exit $$rc
 
 serve: setup
 	$(VENV)/bin/corral serve

@@ -18,7 +18,8 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.harness import corral_server  # noqa: E402
-from corral.protos.ollama.v1 import ollama_pb2 as pb, ollama_pb2_grpc as pb_grpc  # noqa: E402
+from corral.protos.ollama.v1 import ollama_pb2 as pb  # noqa: E402
+from corral.protos.ollama.v1 import ollama_pb2_grpc as pb_grpc
 
 SIZE = int(os.environ.get("BENCH_BLOB_MIB", "1024")) * 1024 * 1024
 CHUNK = 1024 * 1024

@@ -27,7 +27,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.harness import corral_server, rss_kib  # noqa: E402
-from corral.protos.ollama.v1 import ollama_pb2 as pb, ollama_pb2_grpc as pb_grpc  # noqa: E402
+from corral.protos.ollama.v1 import ollama_pb2 as pb  # noqa: E402
+from corral.protos.ollama.v1 import ollama_pb2_grpc as pb_grpc
 from tests.gguf_models import write_bert_gguf  # noqa: E402
 
 N = 1024

@@ -16,7 +16,8 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.harness import corral_server, percentile  # noqa: E402
-from corral.protos.ollama.v1 import ollama_pb2 as pb, ollama_pb2_grpc as pb_grpc  # noqa: E402
+from corral.protos.ollama.v1 import ollama_pb2 as pb  # noqa: E402
+from corral.protos.ollama.v1 import ollama_pb2_grpc as pb_grpc
 from tests.gguf_models import write_llama_gguf  # noqa: E402
 
 ROUNDS = 200

@@ -13,6 +13,7 @@ from google.protobuf.json_format import ParseDict
 from corral.rest_shim.errors import HTTPError
 from corral.store.gocompat import parse_go_duration
 
+
 # JSON kind names as Go's encoding/json prints them in "cannot unmarshal <kind>".
 def _kind(value) -> str:
     if isinstance(value, bool):
@@ -133,7 +134,7 @@ def model_name(body: dict) -> str:
 
 
 def stream_flag(body: dict) -> bool:
-    return get_bool(body, "stream", True)
+    return bool(get_bool(body, "stream", True))
 
 
 def to_struct(data: dict | None) -> struct_pb2.Struct | None:
@@ -171,5 +172,5 @@ def keep_alive(body: dict) -> duration_pb2.Duration | None:
     seconds = -1.0 if seconds < 0 else min(seconds, 315_576_000_000.0)
     d = duration_pb2.Duration()
     d.seconds = int(seconds)
-    d.nanos = int(round((seconds - int(seconds)) * 1e9))
+    d.nanos = round((seconds - int(seconds)) * 1e9)
     return d

@@ -6,7 +6,7 @@ and camelCase names, so each shape is written out explicitly here.
 
 import functools
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from google.protobuf.json_format import MessageToDict
 
@@ -21,7 +21,7 @@ def rfc3339(ts, utc: bool = False) -> str:
 
 @functools.lru_cache(maxsize=4096)  # /api/tags formats the same manifest times on every call
 def _rfc3339(seconds: int, nanos: int, utc: bool) -> str:
-    moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
+    moment = datetime.fromtimestamp(seconds, tz=UTC)
     if not utc:
         moment = moment.astimezone()
     fraction = f"{nanos:09d}".rstrip("0")

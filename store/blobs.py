@@ -19,8 +19,9 @@ import hashlib
 import os
 import queue
 import threading
+from collections.abc import Iterable
 from pathlib import Path
-from typing import BinaryIO, Iterable
+from typing import BinaryIO
 
 from corral.store.digests import digest_from_filename, file_digest, parse_digest
 from corral.store.errors import InvalidArgument, NotFound, ResourceExhausted

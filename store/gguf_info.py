@@ -150,7 +150,7 @@ class _Cursor:
                 return [self.value(_ARRAY) for _ in range(count)]
             if etype not in _SCALAR:
                 raise Internal(f"invalid GGUF file: unknown value type {etype}")
-            dt = np.dtype(_SCALAR[etype]).newbyteorder(self.e)
+            dt = np.dtype(_SCALAR[etype]).newbyteorder(self.e)  # type: ignore[arg-type]  # "<" or ">"
             self.need(count * dt.itemsize)
             # a copy of the bytes, so no numpy view pins the mmap open
             arr = np.frombuffer(self.buf[self.pos:self.pos + count * dt.itemsize], dtype=dt)
@@ -177,7 +177,7 @@ def _infer_file_type(tensors: list[TensorInfo]) -> str:
             counts[t.type] = counts.get(t.type, 0) + t.n_elements
     if not counts:
         return "F32" if tensors else "unknown"
-    return _TENSOR_TO_FILE_TYPE.get(max(counts, key=counts.get), "unknown")
+    return _TENSOR_TO_FILE_TYPE.get(max(counts, key=lambda t: counts[t]), "unknown")
 
 
 def is_gguf(path: str | Path) -> bool:

@@ -13,6 +13,7 @@ finds `llama3.2:latest` and a create onto a case variant overwrites it instead o
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import logging
@@ -64,7 +65,7 @@ class Layer:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Layer":
+    def from_dict(cls, data: object) -> Layer:
         if not isinstance(data, dict) or not isinstance(data.get("digest"), str):
             raise ValueError("layer without a digest")
         size = data.get("size", 0)
@@ -90,7 +91,7 @@ class Manifest:
         return go_json(self.to_dict())
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "Manifest":
+    def from_bytes(cls, data: bytes) -> Manifest:
         """Parses a manifest; ValueError if it is not one."""
         try:
             doc = json.loads(data)
@@ -233,12 +234,12 @@ class ManifestStore:
                 except OSError:
                     pass
 
-    def list(self) -> list[tuple[Name, Path]]:
+    def list(self) -> builtins.list[tuple[Name, Path]]:  # the method shadows the builtin in this class
         """Every manifest file exactly four levels deep whose path is a valid name, sorted by path.
         Other files at that depth are skipped with a warning (our own '.tmp-' files silently)."""
         return [(name, Path(entry.path)) for name, entry in self.entries()]
 
-    def entries(self) -> list[tuple[Name, os.DirEntry]]:
+    def entries(self) -> builtins.list[tuple[Name, os.DirEntry]]:
         """Like list(), with the directory entries themselves (their path strings and a cheap stat):
         /api/tags walks every manifest per request, and building Path objects dominated its cost."""
         found: list[tuple[Name, os.DirEntry]] = []
@@ -252,11 +253,11 @@ class ManifestStore:
             for entry in entries:
                 if len(parts) < 3:
                     if entry.is_dir():
-                        walk(entry.path, parts + (entry.name,))
+                        walk(entry.path, (*parts, entry.name))
                     continue
                 if not entry.is_file() or entry.name.startswith(".tmp-"):
                     continue
-                key = parts + (entry.name,)
+                key = (*parts, entry.name)
                 if key not in self._names:  # parsing and validating a name costs more than the walk
                     self._names[key] = name_from_parts(key)
                 name = self._names[key]

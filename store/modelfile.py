@@ -13,9 +13,9 @@ import logging
 import os
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from corral.store.digests import file_digest
 from corral.store.errors import InvalidArgument
@@ -83,7 +83,8 @@ def _err(line: int, msg: str) -> InvalidArgument:
 def parse_modelfile(text: str | bytes) -> list[Command]:
     """Parses Modelfile text; raises InvalidArgument with Ollama's exact error texts."""
     commands: list[Command] = []
-    state, line, buf = _NIL, 1, []
+    state, line = _NIL, 1
+    buf: list[str] = []
     name = key = ""
     for c in _decode(text):
         newline, space = c in "\r\n", c in " \t"
@@ -104,7 +105,7 @@ def parse_modelfile(text: str | bytes) -> list[Command]:
         elif state == _VALUE:
             nxt = _NIL if (newline or space) else _VALUE
         elif state in (_PARAM, _MESSAGE):
-            if _alpha(c) or (state == _PARAM and (c.isascii() and c.isdigit() or c == "_")):
+            if _alpha(c) or (state == _PARAM and ((c.isascii() and c.isdigit()) or c == "_")):
                 nxt = state
             elif space:
                 nxt, keep = _VALUE, False
@@ -278,7 +279,7 @@ def _digest_map(arg: str, base_dir: Path | None, import_file, required: bool) ->
     if m:
         return {f"sha256-{m.group(2)}.gguf": f"sha256:{m.group(2)}"}
     path = Path(os.path.expanduser(arg)) if base_dir is not None else None
-    if path is not None and not path.is_absolute():
+    if path is not None and base_dir is not None and not path.is_absolute():
         path = Path(base_dir) / path
     if path is None or not path.exists():
         if required:

@@ -20,21 +20,31 @@ import logging
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 from corral.store.blobs import BlobStore
+from corral.store.config import models_root
 from corral.store.digests import find_digests
 from corral.store.errors import CorralError, FailedPrecondition, Internal, InvalidArgument, NotFound
 from corral.store.gguf_info import GGUFInfo, read_gguf
 from corral.store.gocompat import go_quote
-from corral.store.manifests import (MEDIA_TYPE_ADAPTER, MEDIA_TYPE_LICENSE, MEDIA_TYPE_MESSAGES, MEDIA_TYPE_MODEL,
-                             MEDIA_TYPE_PARAMS, MEDIA_TYPE_PROJECTOR, MEDIA_TYPE_SYSTEM, TEMPLATE_MEDIA_TYPES,
-                             Layer, Manifest, ManifestStore)
+from corral.store.manifests import (
+    MEDIA_TYPE_ADAPTER,
+    MEDIA_TYPE_LICENSE,
+    MEDIA_TYPE_MESSAGES,
+    MEDIA_TYPE_MODEL,
+    MEDIA_TYPE_PARAMS,
+    MEDIA_TYPE_PROJECTOR,
+    MEDIA_TYPE_SYSTEM,
+    TEMPLATE_MEDIA_TYPES,
+    Layer,
+    Manifest,
+    ManifestStore,
+)
 from corral.store.modelfile_print import format_parameters, format_show_modelfile
 from corral.store.names import Name, parse_name, require_name
-from corral.store.config import models_root
 from corral.store.paths import StorePaths
 from corral.store.prune import PRUNE_GRACE_SECONDS, Pruner
 
@@ -47,7 +57,8 @@ class _LRU:
     """A small thread-safe LRU map for immutable, digest-keyed parses."""
 
     def __init__(self, size: int):
-        self.size, self.items, self.lock = size, OrderedDict(), threading.Lock()
+        self.size, self.lock = size, threading.Lock()
+        self.items: OrderedDict[str, object] = OrderedDict()
 
     def get_or(self, key: str, load: Callable[[], object]):
         with self.lock:
@@ -278,8 +289,8 @@ class ModelStore:
             out["messages"] = m.messages
         out["model_info"] = info.model_info(verbose) if info else {}
         if m.projector_paths:
-            projector = self.gguf(next(l.digest for l in m.manifest.layers
-                                       if l.media_type == MEDIA_TYPE_PROJECTOR))
+            projector = self.gguf(next(layer.digest for layer in m.manifest.layers
+                                       if layer.media_type == MEDIA_TYPE_PROJECTOR))
             out["projector_info"] = projector.model_info(verbose)
         out["tensors"] = info.tensors_json() if info else []
         if capabilities:

@@ -69,7 +69,7 @@ class Name:
     scheme: str = DEFAULT_SCHEME
 
     def is_valid(self) -> bool:
-        return all(is_valid_part(kind, part) for kind, part in zip(PART_KINDS, self.parts))
+        return all(is_valid_part(kind, part) for kind, part in zip(PART_KINDS, self.parts, strict=False))
 
     @property
     def parts(self) -> tuple[str, str, str, str]:
@@ -93,7 +93,7 @@ class Name:
         """The registry repository path, `ns/model`."""
         return f"{self.namespace}/{self.model}"
 
-    def with_parts(self, host: str, namespace: str, model: str, tag: str) -> "Name":
+    def with_parts(self, host: str, namespace: str, model: str, tag: str) -> Name:
         """The same name (and scheme) with other parts, e.g. after case canonicalisation."""
         return Name(host, namespace, model, tag, self.scheme)
 

@@ -17,13 +17,13 @@ import os
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterable
 from contextlib import contextmanager
-from typing import Iterable
 
 from corral.store.blobs import BlobStore, fsync_dir
+from corral.store.config import noprune
 from corral.store.digests import digest_from_filename, find_digests, is_digest, parse_digest
 from corral.store.manifests import Manifest, ManifestStore
-from corral.store.config import noprune
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +67,14 @@ class Pruner:
 
     def referenced_digests(self) -> tuple[set[str], bool]:
         """Every digest some manifest references, and whether every manifest parsed."""
-        referenced, ok = set(), True
+        referenced: set[str] = set()
+        ok = True
         for name, path in self.manifests.list():
             try:
                 raw = path.read_bytes()
             except OSError:
                 continue  # deleted meanwhile
+            digests: Iterable[str]
             try:
                 digests = Manifest.from_bytes(raw).all_digests()
             except ValueError as err:

@@ -35,7 +35,7 @@ def handle_errors(method):
         def stream(self, request, context):
             try:
                 yield from method(self, request, context)
-            except Exception as exc:  # noqa: BLE001 - the boundary of the service
+            except Exception as exc:
                 _abort(context, exc)
 
         return stream
@@ -44,7 +44,7 @@ def handle_errors(method):
     def unary(self, request, context):
         try:
             return method(self, request, context)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             _abort(context, exc)
 
     return unary

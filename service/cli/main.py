@@ -64,7 +64,7 @@ def serve(args) -> int:
     stop.wait()
     if http_server is not None:
         http_server.stop()
-    if grpc_server is not None:
+    if grpc_server is not None and servicer is not None:
         grpc_server.stop(grace=5).wait()
         close_servicer(servicer)
     log.info("stopped")

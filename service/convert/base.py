@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import gguf
 import numpy as np
@@ -164,6 +164,7 @@ def write_gguf(w: gguf.GGUFWriter, plans: list[Plan], cancel: threading.Event | 
         w.write_header_to_file()
         w.write_kv_data_to_file()
         w.write_ti_data_to_file()
+        assert w.fout is not None  # the header writes opened it
         fout = w.fout[0]
         w.write_padding(fout, fout.tell())
         total, done, last = sum(p.nbytes for p in plans), 0, time.monotonic()
@@ -171,7 +172,7 @@ def write_gguf(w: gguf.GGUFWriter, plans: list[Plan], cancel: threading.Event | 
             for start, stop in p.blocks():
                 if cancel is not None and cancel.is_set():
                     raise Cancelled("context canceled")
-                data = np.ascontiguousarray(p.make(start, stop), dtype=p.dtype)
+                data: np.ndarray = np.ascontiguousarray(p.make(start, stop), dtype=p.dtype)
                 want = (stop - start, *p.shape[1:]) if p.shape else ()
                 if data.shape != want:
                     raise InvalidArgument(f"tensor {p.name} has shape {data.shape}, expected {want}")

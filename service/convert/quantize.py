@@ -167,7 +167,7 @@ def _child(src: str, dst: str, ftype: int, nthread: int, conn) -> None:
     tail: list[str] = []
 
     @llama_cpp.llama_log_callback
-    def on_log(level, text, user_data):  # noqa: ARG001 - ctypes signature
+    def on_log(level, text, user_data):
         s = text.decode("utf-8", "replace") if text else ""
         tail.append(s)
         del tail[:-40]
@@ -185,7 +185,7 @@ def _child(src: str, dst: str, ftype: int, nthread: int, conn) -> None:
         params.nthread = nthread
         rc = llama_cpp.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(params))
         conn.send(("done", int(rc), "".join(tail)[-2000:]))
-    except Exception as exc:  # noqa: BLE001 - reported to the parent as the failure text
+    except Exception as exc:
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
     finally:
         conn.close()

@@ -118,7 +118,7 @@ def _wordpiece(model_dir: Path, tok: dict, vocab_size: int | None):
         types = [CONTROL if re.fullmatch(r"\[(PAD|UNK|CLS|SEP|MASK)\]", t) else NORMAL for t in tokens]
         _pad(tokens, [0.0] * len(tokens), types, vocab_size)
     phantom = [t if ty == CONTROL else (t[2:] if t.startswith("##") else "\u2581" + t)
-               for t, ty in zip(tokens, types)]
+               for t, ty in zip(tokens, types, strict=False)]
     return phantom, types
 
 
@@ -149,9 +149,9 @@ def add_vocab(w: gguf.GGUFWriter, model_dir: Path, hparams: dict, *, bert: bool 
         w.add_add_space_prefix(bool(space if prefix is None else prefix))
     elif kind == "BPE" and tok["model"].get("byte_fallback"):
         tokens, types = _by_id(tok, vocab_size)
-        types = [BYTE if re.fullmatch(r"<0x[0-9A-Fa-f]{2}>", t) else ty for t, ty in zip(tokens, types)]
+        types = [BYTE if re.fullmatch(r"<0x[0-9A-Fa-f]{2}>", t) else ty for t, ty in zip(tokens, types, strict=False)]
         unk = tok["model"].get("unk_token")
-        types = [UNKNOWN if t == unk else ty for t, ty in zip(tokens, types)]
+        types = [UNKNOWN if t == unk else ty for t, ty in zip(tokens, types, strict=False)]
         scores = [0.0 if ty in (CONTROL, USER_DEFINED) else -float(i) for i, ty in enumerate(types)]
         _write_llama(w, tokens, scores, types)
     elif kind == "BPE":

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import time
 
+import llama_cpp
 import numpy as np
 
-import llama_cpp
 from corral.service.engine.worker import RequestError
 
 TOO_LONG = "the input length exceeds the context length"

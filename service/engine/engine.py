@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from corral.service.engine import options as opts_mod
-from corral.store.config import EngineConfig, keep_alive_seconds
 from corral.service.engine.runner import Runner
 from corral.service.engine.runner import warm_up as runner_warm_up
 from corral.service.engine.scheduler import Scheduler
 from corral.service.engine.validate import check_adapter, check_model
+from corral.store.config import EngineConfig, keep_alive_seconds
 from corral.store.errors import InvalidArgument, NotFound
 from corral.store.names import parse_name
 

@@ -17,6 +17,7 @@ import time
 
 import llama_cpp
 from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+
 from corral.service.engine.worker import RequestError
 
 TOO_LONG = "the input length exceeds the context length"
@@ -30,7 +31,7 @@ def make_grammar(fmt: str | None):
         if fmt == "json":
             return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
         return LlamaGrammar.from_json_schema(fmt, verbose=False)
-    except Exception as exc:  # noqa: BLE001 - any schema the converter cannot handle is the caller's
+    except Exception as exc:
         raise RequestError("INVALID_ARGUMENT", f"invalid JSON schema in format: {exc}") from None
 
 
@@ -65,7 +66,9 @@ class Generator:
     def prompt_tokens(self, payload: dict, opts: dict) -> list[int]:
         context = list(payload.get("context") or [])
         prompt = payload.get("prompt") or ""
-        tokens = context + (self.llama.tokenize(prompt.encode("utf-8"), add_bos=not context and payload.get("add_bos", True), special=True) if prompt else [])
+        add_bos = not context and payload.get("add_bos", True)
+        prompt_tokens = self.llama.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True) if prompt else []
+        tokens = context + prompt_tokens
         limit = self.n_ctx - 1  # room for at least one generated token
         if len(tokens) > limit:
             if payload.get("truncate") is False:

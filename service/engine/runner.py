@@ -28,7 +28,7 @@ import multiprocessing
 import queue
 import signal
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 from corral.store.errors import Cancelled, CorralError, Internal
 
@@ -66,7 +66,7 @@ def warm_up() -> None:
             from multiprocessing import forkserver
 
             forkserver.ensure_running()
-        except Exception:  # noqa: BLE001 - the first Runner will report the real problem
+        except Exception:
             log.debug("forkserver warm-up failed", exc_info=True)
 
 
@@ -148,7 +148,7 @@ class Runner:
                     q.put(message)
         except (EOFError, OSError):
             pass
-        except Exception:  # noqa: BLE001 - a bad message must not leave callers waiting forever
+        except Exception:
             log.exception("runner reader failed")
         self.process.join(5)
         self._dead = exit_text(self.process.exitcode)
@@ -177,7 +177,8 @@ class Runner:
         finished = False
         try:
             if not self.alive:
-                raise RunnerDied(f"llama runner process has terminated: {self._dead or exit_text(self.process.exitcode)}")
+                why = self._dead or exit_text(self.process.exitcode)
+                raise RunnerDied(f"llama runner process has terminated: {why}")
             try:
                 self._send((kind, req_id, payload))
             except (OSError, ValueError, EOFError):

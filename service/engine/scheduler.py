@@ -16,8 +16,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from corral.store.errors import Cancelled, Unavailable
 
@@ -49,7 +49,7 @@ class Entry:
 class Lease:
     """A slot on a loaded runner for one request; release it (or use `with`) when the request ends."""
 
-    def __init__(self, scheduler: "Scheduler", entry: Entry, load_seconds: float):
+    def __init__(self, scheduler: Scheduler, entry: Entry, load_seconds: float):
         self.scheduler = scheduler
         self.entry = entry
         self.runner = entry.runner
@@ -258,5 +258,5 @@ class Scheduler:
 def _close(runner) -> None:
     try:
         runner.close()
-    except Exception:  # noqa: BLE001 - closing is best effort
+    except Exception:
         log.exception("closing runner failed")

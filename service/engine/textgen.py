@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 from corral.service.engine.engine import Engine, keep_alive_arg
 from corral.service.engine.options import sampling_options
@@ -118,7 +118,8 @@ def generate(engine: Engine, req: dict, cancel=None) -> Iterator[dict]:
     payload = {"prompt": text, "context": context, "format": fmt, "truncate": req.get("truncate"),
                "add_bos": not prompts.bos_in_text(spec, text)}
     merged = engine.options(spec, req.get("options"))
-    for item in _stream(engine, spec, merged, keep_alive_arg(req.get("keep_alive")), payload, cancel, "response", start):
+    keep_alive = keep_alive_arg(req.get("keep_alive"))
+    for item in _stream(engine, spec, merged, keep_alive, payload, cancel, "response", start):
         if item["done"] and raw:
             item.pop("context", None)
         yield item
@@ -155,7 +156,7 @@ def chat(engine: Engine, req: dict, cancel=None) -> Iterator[dict]:
         return
     convo = prompts.chat_messages(spec, messages)
     text = prompts.render(spec, convo, tools=req.get("tools") or None, think=None if think in THINK_OFF else think)
-    payload = {"prompt": text, "context": [], "format": fmt, "truncate": req.get("truncate"),
+    payload: dict = {"prompt": text, "context": [], "format": fmt, "truncate": req.get("truncate"),
                "add_bos": not prompts.bos_in_text(spec, text)}
     merged = engine.options(spec, req.get("options"))
     for item in _stream(engine, spec, merged, keep_alive_arg(req.get("keep_alive")), payload, cancel, "content", start):

@@ -20,10 +20,11 @@ import signal
 import sys
 import threading
 import traceback
+from typing import Any
 
 from corral.store import config as settings
 
-llama_cpp = None  # imported in the child only (runner.py preloads it into the forkserver), so the
+llama_cpp: Any = None  # imported in the child only (runner.py preloads it into the forkserver), so the
 # server process that merely references main() never loads libllama.
 
 
@@ -136,13 +137,13 @@ def main(conn, config: dict) -> None:
     settings.runner_library_defaults()
     try:
         import llama_cpp
-    except Exception as exc:  # noqa: BLE001 - reported as a load error
+    except Exception as exc:
         conn.send(("load_error", f"llama_cpp is not available: {exc}"))
         return
     logs = _LogCapture()
     try:
         model = Model(config, logs)
-    except Exception as exc:  # noqa: BLE001 - reported to the parent as a load error
+    except Exception as exc:
         conn.send(("load_error", str(exc)))
         return
     conn.send(("ready", model.info()))
@@ -189,7 +190,7 @@ def main(conn, config: dict) -> None:
             send(("error", req_id, exc.code, exc.message))
         except (BrokenPipeError, EOFError, OSError):
             break
-        except Exception as exc:  # noqa: BLE001 - one bad request must not end the runner
+        except Exception as exc:
             traceback.print_exc()
             send(("error", req_id, "INTERNAL", str(exc) or exc.__class__.__name__))
         finally:

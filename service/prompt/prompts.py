@@ -70,7 +70,7 @@ def _jinja_template(source: str):
     env.filters["tojson"] = lambda value, indent=None, **_: json.dumps(value, ensure_ascii=False, indent=indent)
     try:
         return env.from_string(source)
-    except Exception as exc:  # noqa: BLE001 - a broken template in a model file
+    except Exception as exc:
         raise InvalidArgument(f"template error: {exc}") from None
 
 
@@ -95,7 +95,7 @@ def render_jinja(spec, source: str, messages: list[dict], tools: list | None = N
         )
     except InvalidArgument:
         raise
-    except Exception as exc:  # noqa: BLE001 - reported like a template execution error
+    except Exception as exc:
         raise InvalidArgument(f"template error: {exc}") from None
 
 

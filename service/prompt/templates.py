@@ -55,7 +55,7 @@ class Template:
         names = self.vars()  # also raises "undefined template specified", as Ollama's Parse does
         if "messages" not in names and "response" not in names:
             root = self._trees[""]
-            self._trees[""] = ListNode(root.nodes + [_response_action(len(text))], pos=root.pos)
+            self._trees[""] = ListNode([*root.nodes, _response_action(len(text))], pos=root.pos)
         self._legacy_root: ListNode | None = None
 
     def __repr__(self) -> str:
@@ -170,7 +170,8 @@ def _get(d: Mapping, *keys, default=None):
 def collate(messages: Iterable[Mapping]) -> tuple[str, list[dict]]:
     """Ollama's collate(): (all system contents joined by "\\n\\n", messages with consecutive
     same-role messages merged by "\\n\\n" except tool messages). Roles are lower-cased."""
-    system, out = [], []
+    system: list[str] = []
+    out: list[dict] = []
     for m in messages:
         m = dict(m)
         role = str(_get(m, "role", "Role", default="")).lower()

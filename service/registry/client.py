@@ -69,7 +69,8 @@ class _Adapter(HTTPAdapter):
 def go_error(exc: BaseException, method: str, url: str) -> str:
     """A Go net/http-like text for a transport error: `Get "<url>": dial tcp <host>: connect: …`."""
     host = urlsplit(url).netloc
-    seen, cause = set(), exc
+    seen: set[int] = set()
+    cause: BaseException | None = exc
     while cause is not None and id(cause) not in seen:  # find the innermost OS-level cause
         seen.add(id(cause))
         if isinstance(cause, ConnectionRefusedError):
@@ -100,7 +101,7 @@ class RegistryClient:
     @property
     def tuning(self) -> Tuning:
         """The fixed tuning given to the constructor, else the environment's as it is now."""
-        return self._tuning or Tuning.from_env()
+        return self._tuning or Tuning.from_env()  # type: ignore[return-value]  # from_env builds cls
 
     def close(self):
         self.session.close()
@@ -157,6 +158,6 @@ def error_text(reply: requests.Response) -> str:
     """`<code>: <body>` as Ollama formats a registry's error reply."""
     try:
         body = reply.text.strip()
-    except Exception:  # noqa: BLE001 - a body we cannot read is still an error with a code
+    except Exception:
         body = ""
     return f"{reply.status_code}: {body[:1000]}"

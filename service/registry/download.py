@@ -80,7 +80,7 @@ class BlobDownload:
         try:
             self.partial.open()
             self._download()
-        except BaseException as exc:  # noqa: BLE001 - reported to every waiter
+        except BaseException as exc:
             self.error = exc
         finally:
             self.partial.close()
@@ -95,7 +95,7 @@ class BlobDownload:
         def guard(target, *args):
             try:
                 target(*args)
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:
                 errors.append(exc)
                 self.stop.set()
                 self.cancel()
@@ -123,7 +123,7 @@ class BlobDownload:
         if not threads:
             idle.set()
         hasher = threading.Thread(target=guard, args=(self._hash, hashed), daemon=True)
-        for t in threads + [hasher]:
+        for t in [*threads, hasher]:
             t.start()
         try:
             while not idle.wait(CHECKPOINT_SECONDS):  # record progress every second while parts arrive
@@ -163,7 +163,7 @@ class BlobDownload:
                 if not isinstance(exc, Unavailable):
                     raise
                 cause = exc.message
-            except Exception as exc:  # noqa: BLE001 - connection resets, timeouts, short reads
+            except Exception as exc:
                 cause = f"{exc.__class__.__name__}: {exc}"
             else:
                 continue
@@ -245,9 +245,8 @@ def _hash_window(fd: int, hasher, pos: int, limit: int) -> int:
     start = pos - pos % mmap.ALLOCATIONGRANULARITY
     end = min(limit, start + HASH_WINDOW)
     try:
-        with mmap.mmap(fd, end - start, prot=mmap.PROT_READ, offset=start) as mapped:
-            with memoryview(mapped) as view:
-                hasher.update(view[pos - start:])
+        with mmap.mmap(fd, end - start, prot=mmap.PROT_READ, offset=start) as mapped, memoryview(mapped) as view:
+            hasher.update(view[pos - start:])
         return end
     except (OSError, ValueError):  # a file system without mmap
         data = os.pread(fd, end - pos, pos)

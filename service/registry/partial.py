@@ -157,10 +157,10 @@ class PartialFile:
         if self.fd < 0:
             return
         written = [p.completed for p in self.parts]
-        if all(w == p.durable for w, p in zip(written, self.parts)):
+        if all(w == p.durable for w, p in zip(written, self.parts, strict=False)):
             return
         os.fdatasync(self.fd)
-        for w, part in zip(written, self.parts):
+        for w, part in zip(written, self.parts, strict=False):
             if w != part.durable:
                 self._write_record(part, w)
 

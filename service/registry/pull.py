@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 from corral.service.registry.client import MANIFEST_ACCEPT, RegistryClient, error_text
 from corral.service.registry.download import Downloads
@@ -77,7 +77,7 @@ def pull(client: RegistryClient, downloads: Downloads, store, name_text: str, in
     raw = fetch_manifest(client, name, insecure)
     try:
         manifest = Manifest.from_bytes(raw)
-        layers = manifest.layers + [manifest.config]
+        layers = [*manifest.layers, manifest.config]
         for layer in layers:
             layer.digest = parse_digest(layer.digest)  # also refuses digests that could escape blobs/
     except ValueError as exc:

@@ -14,7 +14,7 @@ pulled again keeps its digest.
 from __future__ import annotations
 
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 from urllib.parse import urlencode, urljoin
 
 from corral.service.registry.client import RegistryClient, error_text
@@ -30,7 +30,7 @@ class _Body:
     """A window of a blob file as a request body: counts what was sent and stops when cancelled."""
 
     def __init__(self, path, start: int, length: int, sent: list, cancel: threading.Event):
-        self.file = open(path, "rb", buffering=0)
+        self.file = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by close(), after requests sent it
         self.file.seek(start)
         self.remaining = self.length = length
         self.sent, self.cancel = sent, cancel
@@ -107,7 +107,7 @@ class BlobUpload:
     def run(self, url: str) -> None:
         try:
             self._upload(url)
-        except BaseException as exc:  # noqa: BLE001 - handed to the waiting generator
+        except BaseException as exc:
             self.error = exc
 
     def _upload(self, url: str) -> None:
@@ -182,7 +182,7 @@ def push(client: RegistryClient, store, name_text: str, insecure: bool,
     except NotFound:
         yield {"status": "couldn't retrieve manifest"}
         raise NotFound(f"open {store.paths.manifest(local)}: no such file or directory") from None
-    for layer in manifest.layers + [manifest.config]:
+    for layer in [*manifest.layers, manifest.config]:
         if not store.blobs.has(layer.digest):
             raise NotFound(f"open {store.blobs.path(layer.digest)}: no such file or directory")
         yield from push_blob(client, store, name, insecure, layer, cancel)

@@ -10,8 +10,8 @@ import ollama
 import pytest
 import requests
 
-from tests.models_helpers import create_from_gguf, upload
 from tests.gguf_models import write_llama_gguf
+from tests.models_helpers import create_from_gguf, upload
 
 # Go RFC3339Nano: up to nine fraction digits, trailing zeros dropped (and the fraction too when zero)
 CREATED_AT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{0,8}[1-9])?Z$")

@@ -15,13 +15,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from corral.service.engine import options as o  # noqa: E402
-from corral.service.prompt import prompts  # noqa: E402
-from corral.store.config import EngineConfig  # noqa: E402
-from corral.store.gocompat import parse_go_duration as go_duration  # noqa: E402
 from corral.service.engine.engine import kv_cache_bytes, normalize  # noqa: E402
 from corral.service.engine.validate import check_model  # noqa: E402
+from corral.service.prompt import prompts  # noqa: E402
+from corral.store.config import EngineConfig  # noqa: E402
 from corral.store.errors import Internal, InvalidArgument  # noqa: E402
 from corral.store.gguf_info import read_gguf  # noqa: E402
+from corral.store.gocompat import parse_go_duration as go_duration  # noqa: E402
 from tests.gguf_models import write_bert_gguf, write_llama_gguf  # noqa: E402
 
 

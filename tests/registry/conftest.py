@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.registry.tokenserver import TokenServer, make_cert
 from tests.registry.proxy import Proxy
+from tests.registry.tokenserver import TokenServer, make_cert
 
 USER, PASSWORD = "corral", "s3cret-pass"
 

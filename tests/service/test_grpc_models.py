@@ -6,8 +6,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from corral.protos.ollama.v1 import ollama_pb2 as pb
-from tests.models_helpers import create_from_gguf, upload
 from tests.gguf_models import write_llama_gguf
+from tests.models_helpers import create_from_gguf, upload
 
 
 def rpc_error(fn, *args):

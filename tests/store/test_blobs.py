@@ -11,10 +11,9 @@ import threading
 import pytest
 
 from corral.store.blobs import BUFFER_SIZE, BlobStore, DigestMismatch
-from corral.store.digests import (digest_filename, digest_from_filename, find_digests, parse_digest,
-                           sha256_digest)
-from corral.store.errors import InvalidArgument, NotFound
 from corral.store.config import models_root as default_root
+from corral.store.digests import digest_filename, digest_from_filename, find_digests, parse_digest, sha256_digest
+from corral.store.errors import InvalidArgument, NotFound
 from corral.store.paths import StorePaths
 
 

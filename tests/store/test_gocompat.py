@@ -2,8 +2,15 @@
 
 import pytest
 
-from corral.store.gocompat import (GoStruct, format_float_g, format_float_json, go_json, go_marshal, go_quote,
-                                   parse_go_duration)
+from corral.store.gocompat import (
+    GoStruct,
+    format_float_g,
+    format_float_json,
+    go_json,
+    go_marshal,
+    go_quote,
+    parse_go_duration,
+)
 
 
 def test_go_json_is_encoder_encode():

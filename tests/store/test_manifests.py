@@ -13,8 +13,15 @@ import pytest
 
 from corral.store.errors import Internal, NotFound
 from corral.store.gocompat import go_json
-from corral.store.manifests import (MEDIA_TYPE_CONFIG, MEDIA_TYPE_MANIFEST, MEDIA_TYPE_MODEL, MEDIA_TYPE_PARAMS,
-                             Layer, Manifest, ManifestStore)
+from corral.store.manifests import (
+    MEDIA_TYPE_CONFIG,
+    MEDIA_TYPE_MANIFEST,
+    MEDIA_TYPE_MODEL,
+    MEDIA_TYPE_PARAMS,
+    Layer,
+    Manifest,
+    ManifestStore,
+)
 from corral.store.names import parse_name
 from corral.store.paths import StorePaths
 

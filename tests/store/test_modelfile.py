@@ -18,8 +18,8 @@ from corral.store.errors import InvalidArgument  # noqa: E402
 from corral.store.modelfile import (  # noqa: E402
     PARAMETER_TYPES,
     Command,
-    format_parameters,
     float32_value,
+    format_parameters,
     format_show_modelfile,
     modelfile_to_create,
     parse_modelfile,

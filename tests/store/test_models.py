@@ -14,8 +14,16 @@ import pytest
 from corral.service.show import show
 from corral.store.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
 from corral.store.names import parse_name
-from tests.store.store_helpers import (blob_names, create, llama_blob, make_model, manifest_path,
-                                       projector_blob, set_mtime, store)  # noqa: F401
+from tests.store.store_helpers import (
+    blob_names,
+    create,
+    llama_blob,
+    make_model,
+    manifest_path,
+    projector_blob,
+    set_mtime,
+    store,  # noqa: F401 - a fixture
+)
 
 LIB = ("registry.ollama.ai", "library")
 

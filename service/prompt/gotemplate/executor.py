@@ -10,15 +10,37 @@ prints nil prints nothing. Maps are ranged in sorted key order, as Go does.
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from .funcs import BUILTINS, FuncError
-from .nodes import (ActionNode, BoolNode, BranchNode, BreakNode, ChainNode, CommandNode, CommentNode,
-                    ContinueNode, DotNode, FieldNode, IdentifierNode, ListNode, NilNode, NumberNode,
-                    PipeNode, StringNode, TemplateError, TemplateNode, TextNode, VariableNode, line_col)
 from corral.store.gocompat import go_quote
 
+from .funcs import BUILTINS, FuncError
+from .nodes import (
+    ActionNode,
+    BoolNode,
+    BranchNode,
+    BreakNode,
+    ChainNode,
+    CommandNode,
+    CommentNode,
+    ContinueNode,
+    DotNode,
+    FieldNode,
+    IdentifierNode,
+    ListNode,
+    NilNode,
+    NumberNode,
+    PipeNode,
+    StringNode,
+    TemplateError,
+    TemplateNode,
+    TextNode,
+    VariableNode,
+    line_col,
+)
 from .values import go_str, sort_key, truth, type_name
 
 MAX_DEPTH = 100  # nested {{template}} calls (Go allows 100000; Python's stack allows far fewer)
@@ -59,7 +81,7 @@ class State:
         self.name = name
         self.out: list[str] = []
         self.vars: list[list] = [["$", data]]
-        self.node = None
+        self.node: Any = None  # the node being evaluated, for error positions
         self.depth = 0
 
     # -- errors and variables -------------------------------------------------
@@ -233,7 +255,7 @@ class State:
             self.errorf(f"wrong number of args for {name}: want {want} got {count}")
         self.node = cmd
         if name in ("and", "or"):
-            thunks = [lambda a=a: self.eval_arg(dot, a) for a in argn]
+            thunks: list[Callable[[], Any]] = [functools.partial(self.eval_arg, dot, a) for a in argn]
             if final is not _MISSING:
                 thunks.append(lambda: final)
             val = None

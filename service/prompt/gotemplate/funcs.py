@@ -163,9 +163,7 @@ def js_(*args):
     for ch in _text(args):
         if ch in "\\'\"":
             out.append("\\" + ch)
-        elif ch in "<>&=":
-            out.append("\\u%04X" % ord(ch))
-        elif ord(ch) < 0x20 or not ch.isprintable() and ord(ch) >= 0x80:
+        elif ch in "<>&=" or ord(ch) < 0x20 or (not ch.isprintable() and ord(ch) >= 0x80):
             out.append("\\u%04X" % ord(ch))
         else:
             out.append(ch)

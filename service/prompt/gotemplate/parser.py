@@ -8,16 +8,39 @@ cursor that can step back.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from typing import NoReturn
+
 from . import lexer as L
 from .literals import parse_number, unquote
-from .nodes import (ActionNode, BoolNode, BranchNode, BreakNode, ChainNode, CommandNode, ContinueNode,
-                    DotNode, ElseNode, EndNode, FieldNode, IdentifierNode, ListNode, NilNode, NumberNode,
-                    PipeNode, StringNode, TemplateError, TemplateNode, TextNode, VariableNode)
+from .nodes import (
+    ActionNode,
+    BoolNode,
+    BranchNode,
+    BreakNode,
+    ChainNode,
+    CommandNode,
+    ContinueNode,
+    DotNode,
+    ElseNode,
+    EndNode,
+    FieldNode,
+    IdentifierNode,
+    ListNode,
+    NilNode,
+    NumberNode,
+    PipeNode,
+    StringNode,
+    TemplateError,
+    TemplateNode,
+    TextNode,
+    VariableNode,
+)
 
 _OPERAND_START = {L.BOOL, L.CHAR_CONST, L.DOT, L.FIELD, L.IDENT, L.NUMBER, L.NIL, L.RAW_STRING, L.STRING,
                   L.VARIABLE, L.LPAREN}
 class Parser:
-    def __init__(self, text: str, funcs: set[str], name: str = ""):
+    def __init__(self, text: str, funcs: Collection[str], name: str = ""):
         self.text = text
         self.name = name
         self.funcs = funcs
@@ -55,11 +78,11 @@ class Parser:
         return t
 
     # -- errors ------------------------------------------------------------------
-    def errorf(self, msg: str, tok: L.Token | None = None):
+    def errorf(self, msg: str, tok: L.Token | None = None) -> NoReturn:
         line = self.toks[min(self.seen, len(self.toks) - 1)].line
         raise TemplateError(f"template: {self.name}:{line}: {msg}")
 
-    def unexpected(self, tok: L.Token, context: str):
+    def unexpected(self, tok: L.Token, context: str) -> NoReturn:
         if tok.typ == L.ERROR:
             extra = ""
             if self.action_line and self.action_line != tok.line:
@@ -341,6 +364,6 @@ def _is_empty(n) -> bool:
     return False
 
 
-def parse(text: str, funcs: set[str], name: str = "") -> dict[str, ListNode]:
+def parse(text: str, funcs: Collection[str], name: str = "") -> dict[str, ListNode]:
     """Parse `text`; returns {template name: root list}, the main template under `name`."""
     return Parser(text, funcs, name).parse()

@@ -142,6 +142,7 @@ def sprintf(fmt: str, args) -> str:
             break
         out.append(fmt[i:j])
         m = _VERB.match(fmt, j)
+        assert m is not None  # every part of the pattern is optional: it always matches
         flags, width_s, prec_s, verb = m.groups()
         i = m.end()
         if verb is None:
