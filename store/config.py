@@ -27,7 +27,6 @@ from corral.store.gocompat import parse_go_duration
 DEFAULT_GRPC_ADDRESS = "127.0.0.1:50051"
 DEFAULT_KEEP_ALIVE = 300.0
 _FALSE = ("0", "f", "F", "false", "FALSE", "False")
-_TRUE = ("1", "t", "T", "true", "TRUE", "True")
 
 
 class ConfigError(ValueError):
@@ -69,16 +68,6 @@ def _bool(name: str) -> bool:
     """Go's ParseBool, as Ollama's envconfig.Bool: an unparsable non-empty value counts as true."""
     value = raw(name)
     return bool(value) and value not in _FALSE
-
-
-def flag(name: str) -> bool:
-    """A strict on/off variable of Corral's own (1/true/... or 0/false/..., empty = off)."""
-    value = raw(name)
-    if not value or value in _FALSE:
-        return False
-    if value in _TRUE:
-        return True
-    raise ConfigError(f"{name}: invalid boolean {value!r}")
 
 
 # -- the store ------------------------------------------------------------------------------------

@@ -59,12 +59,6 @@ class Cancelled(CorralError):
     code = "CANCELLED"
 
 
-class DeadlineExceeded(CorralError):
-    """The caller's deadline passed (HTTP 504)."""
-
-    code = "DEADLINE_EXCEEDED"
-
-
 class Internal(CorralError):
     """Anything that is our fault or the model file's (HTTP 500)."""
 

@@ -70,12 +70,6 @@ class StorePaths:
         """A fresh temp file name in blobs/ (sha256-<random digits>); create it with O_EXCL."""
         return self.blobs_dir / f"{TEMP_BLOB_PREFIX}{_random_suffix()}"
 
-    def blob_file(self, filename: str) -> Path:
-        """A file in blobs/ by its bare name (for directory walks); the name may not leave blobs/."""
-        if not filename or "/" in filename or filename in (".", ".."):
-            raise InvalidArgument(f"invalid blob file name {filename!r}")
-        return self.blobs_dir / filename
-
     # -- manifests -------------------------------------------------------------------------------
 
     def manifest(self, name: Name) -> Path:
@@ -85,16 +79,6 @@ class StorePaths:
             raise InvalidArgument("invalid model name")
         return self.manifests_dir.joinpath(*name.parts)
 
-    def manifest_dir(self, *parts: str) -> Path:
-        """manifests/<parts...>, for walking the tree level by level (at most three parts)."""
-        if len(parts) > 3 or any(not p or "/" in p or p in (".", "..") for p in parts):
-            raise InvalidArgument("invalid manifest directory")
-        return self.manifests_dir.joinpath(*parts)
-
     def temp_manifest(self, name: Name) -> Path:
         """A temp file beside the manifest; its leading '.' keeps it out of every manifest listing."""
         return self.manifest(name).with_name(f".tmp-{name.tag}-{_random_suffix()}")
-
-    def manifest_parts(self, path: Path) -> tuple[str, ...]:
-        """The parts of a path under manifests/ (4 for a manifest file)."""
-        return Path(path).relative_to(self.manifests_dir).parts

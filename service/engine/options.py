@@ -19,8 +19,6 @@ from corral.store.options import DEPRECATED, OPTIONS
 
 log = logging.getLogger("corral.engine")
 
-# Options that are baked into a loaded runner: a change needs a reload.
-LOAD_OPTIONS = ("num_ctx", "num_batch", "num_thread", "use_mmap")
 _TYPE_NAMES = {int: "integer", float: "float32", bool: "boolean", str: "string", list: "array"}
 
 
