@@ -58,11 +58,11 @@ $(NODE_DEPS): tests/polyglot/package.json tests/polyglot/package-lock.json
 # The lint gate: ruff and mypy with zero findings. mypy checks the installed namespace through a staging
 # folder (corral/<folder> links), so that `corral.store` imports in service/ resolve to store/.
 lint: setup
-	$(VENV)/bin/ruff check store service rest_shim tests bench
+	$(VENV)/bin/ruff check protos store service rest_shim tests bench
 	@stage=$$(mktemp -d) && mkdir $$stage/corral && \
 	for f in protos store service rest_shim; do ln -s "$(CURDIR)/$$f" $$stage/corral/$$f; done && \
 	cd $$stage && "$(CURDIR)/$(VENV)/bin/mypy" --config-file "$(CURDIR)/pyproject.toml" \
-	  -p corral.store -p corral.service -p corral.rest_shim; rc=$$?; rm -rf $$stage; exit $$rc
+	  -p corral.protos -p corral.store -p corral.service -p corral.rest_shim; rc=$$?; rm -rf $$stage; exit $$rc
 
 serve: setup
 	$(VENV)/bin/corral serve

@@ -5,10 +5,9 @@ and camelCase names, so each shape is written out explicitly here.
 """
 
 import functools
-import math
 from datetime import UTC, datetime
 
-from google.protobuf.json_format import MessageToDict
+from corral.protos.structs import struct_to_dict as plain_dict
 
 
 def rfc3339(ts, utc: bool = False) -> str:
@@ -33,19 +32,8 @@ def _rfc3339(seconds: int, nanos: int, utc: bool) -> str:
 
 
 def struct_to_dict(struct) -> dict:
-    """Struct -> dict with integral numbers back as ints (Struct keeps every number as a double) and keys
-    sorted, as Go's encoding/json writes maps."""
-    return dict(sorted(_ints(MessageToDict(struct)).items()))
-
-
-def _ints(value):
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _ints(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_ints(v) for v in value]
-    return value
+    """Struct -> dict with integral numbers as ints and keys sorted, as Go's encoding/json writes maps."""
+    return dict(sorted(plain_dict(struct).items()))
 
 
 def details(d) -> dict:

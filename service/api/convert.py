@@ -7,39 +7,14 @@ is converted one way wherever it appears (a chat message is the same dict in cha
 
 from __future__ import annotations
 
-import math
 import time
 
-from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
-from google.protobuf.json_format import MessageToDict, ParseDict
+from google.protobuf import duration_pb2, timestamp_pb2
 
 from corral.protos.ollama.v1 import ollama_pb2 as pb
+from corral.protos.structs import dict_to_struct, struct_to_dict
 
 # -- well-known types ---------------------------------------------------------------------------------
-
-
-def struct_to_dict(struct: struct_pb2.Struct | None) -> dict:
-    """Struct -> plain dict, with integral numbers as int (Struct stores every number as a double)."""
-    if struct is None:
-        return {}
-    return _ints(MessageToDict(struct))
-
-
-def _ints(value):
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _ints(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_ints(v) for v in value]
-    return value
-
-
-def dict_to_struct(data: dict | None) -> struct_pb2.Struct:
-    struct = struct_pb2.Struct()
-    if data:
-        ParseDict(data, struct)
-    return struct
 
 
 def duration_to_seconds(message, field: str = "keep_alive") -> float | None:
