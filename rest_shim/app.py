@@ -5,11 +5,11 @@ from flask import Flask, Response
 
 # Plain imports: a route module that fails to import must stop the server at start-up, not turn its
 # routes into 404s.
-from corral.rest_shim import guards, routes_inference, routes_models, routes_transfer
+from corral.rest_shim import guards, openai_api, routes_inference, routes_models, routes_transfer
 from corral.rest_shim.client import Client
 from corral.rest_shim.errors import HTTPError, error_response, rpc_error_response
 
-BLUEPRINTS = (routes_models.bp, routes_transfer.bp, routes_inference.bp)
+BLUEPRINTS = (routes_models.bp, routes_transfer.bp, routes_inference.bp, openai_api.bp)
 
 
 def create_app(grpc_target: str, loopback: bool = True) -> Flask:
