@@ -110,6 +110,20 @@ def grpc_target() -> str:
     return raw("CORRAL_GRPC_TARGET") or DEFAULT_GRPC_ADDRESS
 
 
+def cli_grpc_target() -> str:
+    """Where the `corral` client commands reach the server: CORRAL_GRPC_TARGET, else OLLAMA_HOST's host with
+    the default gRPC port (a wildcard host means this machine), else 127.0.0.1:50051."""
+    target = raw("CORRAL_GRPC_TARGET")
+    if target:
+        return target
+    if not raw("OLLAMA_HOST"):
+        return DEFAULT_GRPC_ADDRESS
+    host, _ = ollama_host()
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    port = DEFAULT_GRPC_ADDRESS.rsplit(":", 1)[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def origins() -> list[str]:
     """OLLAMA_ORIGINS: extra browser origins allowed by CORS (comma-separated, '*' globs)."""
     return [o.strip() for o in os.environ.get("OLLAMA_ORIGINS", "").split(",") if o.strip()]

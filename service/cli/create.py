@@ -11,7 +11,7 @@ from pathlib import Path
 import grpc
 
 from corral.protos.ollama.v1 import ollama_pb2 as pb
-from corral.protos.ollama.v1 import ollama_pb2_grpc as pb_grpc
+from corral.service.cli.client import EXIT_INTERRUPTED, Client, error_message, print_error
 from corral.store.digests import file_digest
 from corral.store.errors import CorralError
 from corral.store.modelfile import modelfile_to_create, parse_modelfile
@@ -61,16 +61,15 @@ def build_request(stub, name: str, modelfile: Path, quantize: str = "") -> pb.Cr
 
 
 def run_create(target: str, name: str, modelfile: Path, quantize: str = "") -> int:
-    stub = pb_grpc.OllamaStub(grpc.insecure_channel(target))
-    try:
-        req = build_request(stub, name, modelfile, quantize)
-        for line in stub.Create(req):
-            extra = f" {line.completed}/{line.total}" if line.total else ""
-            print(line.status + extra)
-    except CorralError as err:
-        print(f"Error: {err.message}", file=sys.stderr)
-        return 1
-    except grpc.RpcError as err:
-        print(f"Error: {err.details()}", file=sys.stderr)
-        return 1
+    with Client(target) as client:
+        try:
+            req = build_request(client.stub, name, modelfile, quantize)
+            for line in client.stub.Create(req):
+                extra = f" {line.completed}/{line.total}" if line.total else ""
+                print(line.status + extra)
+        except KeyboardInterrupt:
+            return EXIT_INTERRUPTED
+        except (CorralError, grpc.RpcError, OSError) as err:
+            print_error(error_message(err, target))
+            return 1
     return 0

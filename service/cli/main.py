@@ -1,7 +1,13 @@
-"""`corral` command line: `corral serve` runs the gRPC server and the REST shim in one process.
+"""Corral's command line: `corral serve` runs the server; the other commands are its gRPC clients.
 
-Either part can run alone: `--no-http` serves only gRPC; `--no-grpc --grpc-target HOST:PORT` runs only
-the shim in front of a remote Corral service.
+`corral serve` runs the gRPC server and the REST shim in one process. Either part can run alone:
+`--no-http` serves only gRPC; `--no-grpc --grpc-target HOST:PORT` runs only the shim in front of a remote
+Corral service.
+
+The client commands (list, ps, show, run, pull, push, cp, rm, stop, embed, create) follow the `ollama`
+CLI's verbs, flags and output; each lives in its own module of this package (models, run, transfer,
+create) and reaches the server at --grpc-target, else CORRAL_GRPC_TARGET, else OLLAMA_HOST's host on the
+gRPC port 50051.
 """
 
 import argparse
@@ -71,9 +77,45 @@ def serve(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="corral", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+# command -> (module in this package, function); imported only when the command runs
+CLIENT_COMMANDS = {
+    "list": ("models", "list_models"),
+    "ps": ("models", "list_running"),
+    "show": ("models", "show"),
+    "cp": ("models", "copy"),
+    "rm": ("models", "remove"),
+    "stop": ("models", "stop"),
+    "embed": ("models", "embed"),
+    "run": ("run", "run"),
+    "pull": ("transfer", "pull"),
+    "push": ("transfer", "push"),
+}
+ALIASES = {"ls": "list"}
+ENVIRONMENT = """environment:
+  CORRAL_GRPC_TARGET   the server the client commands talk to (default: OLLAMA_HOST's host, port 50051)
+  OLLAMA_HOST          REST address of `corral serve` (default 127.0.0.1:11434)
+  CORRAL_GRPC_ADDRESS  gRPC listen address of `corral serve` (default 127.0.0.1:50051)
+  OLLAMA_MODELS        the model store of `corral serve` (default ~/.ollama/models)
+"""
+
+
+def version_text() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from corral.service.version import OLLAMA_COMPAT_VERSION
+
+    try:
+        own = version("corral")
+    except PackageNotFoundError:
+        own = "unknown"
+    return f"corral version {own}\nOllama API version {OLLAMA_COMPAT_VERSION}\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="corral", description=__doc__.splitlines()[0], epilog=ENVIRONMENT,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--version", action="store_true", help="show version information and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = sub.add_parser("serve", help="run the gRPC server and the Ollama REST shim")
     p.add_argument("--grpc-address", default=None,
                    help=f"gRPC listen address (env CORRAL_GRPC_ADDRESS, default {config.DEFAULT_GRPC_ADDRESS})")
@@ -84,12 +126,81 @@ def main(argv=None) -> int:
     p.add_argument("--no-grpc", action="store_true", help="run only the REST shim")
     p.add_argument("--no-http", action="store_true", help="run only the gRPC server")
     p.add_argument("--http-threads", type=int, default=64, help="REST worker threads (streams hold one each)")
-    c = sub.add_parser("create", help="create a model from a Modelfile on a running server")
+
+    target = argparse.ArgumentParser(add_help=False)
+    target.add_argument("--grpc-target", default=None, metavar="HOST:PORT",
+                        help="gRPC server (default: CORRAL_GRPC_TARGET, else OLLAMA_HOST's host, port 50051)")
+
+    def client(name: str, help_text: str, **kwargs) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".",
+                              parents=[target], **kwargs)
+
+    c = client("create", "create a model from a Modelfile on a running server")
     c.add_argument("name")
     c.add_argument("-f", "--file", default="Modelfile", help="Modelfile path (default %(default)s)")
     c.add_argument("-q", "--quantize", default="", help="quantize to this type, e.g. q4_K_M")
-    c.add_argument("--grpc-target", default=None, help="gRPC server (env CORRAL_GRPC_TARGET)")
-    args = parser.parse_args(argv)
+
+    c = client("show", "show information for a model")
+    c.add_argument("model")
+    for field in ("license", "modelfile", "parameters", "template"):
+        c.add_argument(f"--{field}", action="store_true", help=f"show the {field} of the model")
+    c.add_argument("--system", action="store_true", help="show the system message of the model")
+    c.add_argument("-v", "--verbose", action="store_true", help="show detailed model information (metadata, tensors)")
+
+    c = client("run", "run a model: answer PROMPT, or chat interactively without one")
+    c.add_argument("model")
+    c.add_argument("prompt", nargs="*", help="the prompt (text on standard input is put before it)")
+    c.add_argument("--format", default="", help="response format (e.g. json)")
+    c.add_argument("--keepalive", default=None, help="duration to keep the model loaded (e.g. 5m)")
+    c.add_argument("--verbose", action="store_true", help="show timings for the response")
+    c.add_argument("--insecure", action="store_true", help="use an insecure registry if the model is pulled")
+
+    c = client("stop", "stop a running model (unload it)")
+    c.add_argument("model")
+
+    for verb, where in (("pull", "from"), ("push", "to")):
+        c = client(verb, f"{verb} a model {where} a registry")
+        c.add_argument("model")
+        c.add_argument("--insecure", action="store_true", help="use an insecure registry (plain HTTP)")
+
+    c = client("list", "list models", aliases=["ls"])
+    c.add_argument("prefix", nargs="?", default="", help="only models whose name starts with this")
+
+    c = client("ps", "list running models")
+    c.add_argument("prefix", nargs="?", default="", help="only models whose name starts with this")
+
+    c = client("cp", "copy a model")
+    c.add_argument("source")
+    c.add_argument("destination")
+
+    c = client("rm", "remove models (each is unloaded first)")
+    c.add_argument("models", nargs="+", metavar="model")
+
+    c = client("embed", "embed texts with a model and print the vectors as JSON")
+    c.add_argument("model")
+    c.add_argument("text", nargs="*", help="texts to embed, one vector each (default: standard input)")
+    c.add_argument("--dimensions", type=int, default=0, help="keep only the first N dimensions")
+    c.add_argument("--truncate", action=argparse.BooleanOptionalAction, default=None,
+                   help="cut inputs longer than the context (the server's default is to cut)")
+    c.add_argument("--keepalive", default=None, help="duration to keep the model loaded (e.g. 5m)")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    # Flags may come after the words of a prompt or text, as with cobra: `corral embed m a --dimensions 4 b`
+    spill = {"run": "prompt", "embed": "text"}.get(args.command or "")
+    if extras and spill and not any(e.startswith("-") for e in extras):
+        getattr(args, spill).extend(extras)
+    elif extras:
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    if args.version:
+        sys.stdout.write(version_text())
+        return 0
+    if args.command is None:
+        parser.print_help()
+        return 0
     logging.basicConfig(
         level=logging.DEBUG if config.debug() else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -103,10 +214,22 @@ def main(argv=None) -> int:
             parser.error(str(exc))
         return serve(args)
     if args.command == "create":
+        from corral.service.cli.client import print_error, resolve_target
         from corral.service.cli.create import run_create
 
-        return run_create(args.grpc_target or config.grpc_target(), args.name, Path(args.file), args.quantize)
-    return 2
+        try:
+            target = resolve_target(args.grpc_target)
+        except config.ConfigError as exc:
+            print_error(str(exc))
+            return 1
+        return run_create(target, args.name, Path(args.file), args.quantize)
+    import importlib
+
+    from corral.service.cli.client import run_command
+
+    module, function = CLIENT_COMMANDS[ALIASES.get(args.command, args.command)]
+    handler = getattr(importlib.import_module(f"corral.service.cli.{module}"), function)
+    return run_command(lambda client: handler(client, args), args.grpc_target)
 
 
 if __name__ == "__main__":
