@@ -73,7 +73,10 @@ test: setup system-deps $(NODE_DEPS)
 bench: setup system-deps
 	$(PY) bench/blobs.py
 	$(PY) bench/tags.py
+	$(PY) bench/overhead.py
 	$(PY) bench/embed.py
+	$(PY) bench/embed_concurrency.py
+	$(PY) bench/generate_parallel.py
 	$(PY) bench/pull.py
 	$(PY) bench/convert.py
 

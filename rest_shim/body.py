@@ -11,6 +11,7 @@ from google.protobuf import duration_pb2, struct_pb2
 from google.protobuf.json_format import ParseDict
 
 from corral.rest_shim.errors import HTTPError
+from corral.rest_shim.jsonenc import loads
 from corral.store.gocompat import parse_go_duration
 
 
@@ -37,7 +38,7 @@ def json_body(request_type: str, required: bool = True) -> dict:
             raise HTTPError(400, "missing request body")
         return {}
     try:
-        body = json.loads(raw)
+        body = loads(raw)
     except UnicodeDecodeError:
         raise HTTPError(400, "invalid character looking for beginning of value") from None
     except json.JSONDecodeError as exc:

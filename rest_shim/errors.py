@@ -1,12 +1,19 @@
 """gRPC status -> HTTP status, in one table, and Ollama's JSON error bodies.
 
 The status message set by the service is the exact Ollama error text, so it passes through unchanged.
+One status comes from gRPC itself: past the server's maximum_concurrent_rpcs, a call is refused at once
+with RESOURCE_EXHAUSTED "Concurrent RPC limit exceeded!"; that is Ollama's full queue, so it becomes 503
+with Ollama's text. Our own RESOURCE_EXHAUSTED (a full disk) stays a 500.
 """
-
-import json
 
 import grpc
 from flask import Response
+
+from corral.rest_shim.jsonenc import dumps
+
+# Ollama's text when its queue is full (server/sched.go ErrMaxQueue), also the scheduler's (engine/scheduler.py)
+BUSY = "server busy, please try again.  maximum pending requests exceeded"
+GRPC_CONCURRENCY_LIMIT = "Concurrent RPC limit exceeded!"  # grpc/_server.py's text for maximum_concurrent_rpcs
 
 HTTP_STATUS = {
     grpc.StatusCode.OK: 200,
@@ -38,9 +45,15 @@ def http_status(code: grpc.StatusCode) -> int:
 
 
 def error_response(status: int, message: str) -> Response:
-    body = json.dumps({"error": message}, ensure_ascii=False, separators=(",", ":"))
-    return Response(body, status=status, content_type="application/json; charset=utf-8")
+    return Response(dumps({"error": message}), status=status, content_type="application/json; charset=utf-8")
+
+
+def busy(error: grpc.RpcError) -> bool:
+    """True for gRPC's own refusal past the server's concurrency limit."""
+    return error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and error.details() == GRPC_CONCURRENCY_LIMIT
 
 
 def rpc_error_response(error: grpc.RpcError) -> Response:
+    if busy(error):
+        return error_response(503, BUSY)
     return error_response(http_status(error.code()), error.details() or error.code().name.lower())

@@ -1,20 +1,62 @@
-"""Model management routes: /, version, tags, show, copy, delete, blobs and create."""
+"""Model management routes: /, version, tags, show, copy, delete, blobs and create.
 
+Why tags and show are rendered through a memo: clients poll them (a UI lists the models every few
+seconds, shows each), and the service answers with the same bytes while nothing changed. The JSON body
+is a pure function of those bytes, so it is rendered once per distinct response and kept in a small memo
+keyed by the bytes themselves: a repeat costs the gRPC call and a dictionary lookup, never a stale answer.
+"""
+
+import contextlib
+import queue
 import threading
+from collections import OrderedDict
+from collections.abc import Callable
 
 from flask import Blueprint, Response, request
 
 from corral.protos.ollama.v1 import ollama_pb2 as pb
 from corral.rest_shim import body as b
 from corral.rest_shim import translate
-from corral.rest_shim.client import stub
+from corral.rest_shim.client import client, stub
 from corral.rest_shim.errors import HTTPError
-from corral.rest_shim.streaming import json_response, ndjson
+from corral.rest_shim.jsonenc import dumpb
+from corral.rest_shim.streaming import json_bytes_response, json_response, ndjson
 
 bp = Blueprint("models", __name__)
 
+
+class RenderMemo:
+    """JSON bodies rendered from gRPC response bytes, least recently used dropped first."""
+
+    def __init__(self, entries: int, max_bytes: int = 4 << 20):
+        self.entries, self.max_bytes = entries, max_bytes
+        self.items: OrderedDict[bytes, bytes] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def render(self, raw: bytes, render: Callable[[bytes], bytes]) -> bytes:
+        if len(raw) > self.max_bytes:  # a verbose show of a big vocabulary: not worth keeping
+            return render(raw)
+        with self.lock:
+            body = self.items.get(raw)
+            if body is not None:
+                self.items.move_to_end(raw)
+                return body
+        body = render(raw)
+        with self.lock:
+            self.items[raw] = body
+            while len(self.items) > self.entries:
+                self.items.popitem(last=False)
+        return body
+
+
+_tags_memo = RenderMemo(entries=4)  # the listing changes as a whole
+_show_memo = RenderMemo(entries=64, max_bytes=1 << 20)
+
 # Upload chunk: big enough to keep per-message overhead small, far below gRPC's message limit.
 BLOB_CHUNK = 1024 * 1024
+# Uploads above one chunk read and sent at once, per process: each holds a few chunks, so 64 concurrent
+# uploads must not all read ahead (the service takes that many at once too, service/api/blob_upload.py).
+_UPLOADS = threading.BoundedSemaphore(2)
 
 
 @bp.route("/", methods=["GET", "HEAD"])
@@ -24,13 +66,12 @@ def root():
 
 @bp.route("/api/version", methods=["GET", "HEAD"])
 def version():
-    return json_response({"version": stub().Version(pb.VersionRequest()).version})
+    return json_response({"version": client().Version()})
 
 
-@bp.route("/api/tags", methods=["GET", "HEAD"])
-def tags():
-    listed = stub().List(pb.ListRequest())
-    return json_response(
+def _tags_json(raw: bytes) -> bytes:
+    listed = pb.ListResponse.FromString(raw)
+    return dumpb(
         {
             "models": [
                 {
@@ -47,6 +88,11 @@ def tags():
     )
 
 
+@bp.route("/api/tags", methods=["GET", "HEAD"])
+def tags():
+    return json_bytes_response(_tags_memo.render(client().raw.List(pb.ListRequest()), _tags_json))
+
+
 @bp.route("/api/show", methods=["POST"])
 def show():
     body = b.json_body("ShowRequest")
@@ -59,8 +105,13 @@ def show():
     opts = b.options(body)
     if opts is not None:
         req.options.CopyFrom(opts)
-    r = stub().Show(req)
-    out = {}
+    raw = client().raw.Show(req)
+    return json_bytes_response(_show_memo.render(raw, _show_json))
+
+
+def _show_json(raw: bytes) -> bytes:
+    r = pb.ShowResponse.FromString(raw)
+    out: dict = {}
     for key in ("license", "modelfile", "parameters", "template", "system"):
         if getattr(r, key):
             out[key] = getattr(r, key)
@@ -74,7 +125,7 @@ def show():
     if r.capabilities:
         out["capabilities"] = list(r.capabilities)
     out["modified_at"] = translate.rfc3339(r.modified_at)
-    return json_response(out)
+    return dumpb(out)
 
 
 @bp.route("/api/copy", methods=["POST"])
@@ -101,45 +152,106 @@ def blob_exists(digest):
 
 
 def _read_full(stream, size: int) -> bytes:
-    """Up to `size` bytes: socket reads return a few KiB at a time, and small gRPC messages cost
-    throughput (Python gRPC moves 64 KiB messages at less than half the rate of 1 MiB ones)."""
-    parts, got = [], 0
+    """Up to `size` bytes (fewer only at the end): small gRPC messages cost throughput (Python gRPC moves
+    64 KiB messages at less than half the rate of 1 MiB ones)."""
+    first = stream.read(size)
+    if len(first) == size or not first:
+        return first
+    parts, got = [first], len(first)
     while got < size:
         part = stream.read(size - got)
         if not part:
             break
         parts.append(part)
         got += len(part)
-    return parts[0] if len(parts) == 1 else b"".join(parts)
+    return b"".join(parts)
+
+
+class _BodyReader:
+    """Reads the request body on its own thread, up to two 1 MiB chunks ahead, so that receiving the
+    upload and sending it on over gRPC overlap. stop() ends the thread and reads (and drops) the rest of
+    the body: a client still sending its upload when the service answers early (the blob is already
+    stored) must see our answer, not a connection reset."""
+
+    _END = object()
+
+    def __init__(self, source):
+        self.source = source
+        self.queue: queue.Queue = queue.Queue(maxsize=2)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="blob-body", daemon=True)
+        self.thread.start()
+
+    def _put(self, item) -> bool:
+        while not self.stopped.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            while not self.stopped.is_set():
+                chunk = _read_full(self.source, BLOB_CHUNK)
+                if not self._put(chunk) or not chunk:
+                    return
+        except Exception as exc:  # the client went away: the upload ends short (a digest mismatch)
+            self._put(exc)
+
+    def chunks(self):
+        while True:
+            item = self.queue.get()
+            if isinstance(item, Exception):
+                raise item
+            if not item:
+                return
+            yield item
+
+    def stop(self) -> None:
+        self.stopped.set()
+        while True:
+            try:
+                self.queue.get_nowait()
+            except queue.Empty:
+                break
+        self.thread.join()
+        try:
+            while self.source.read(BLOB_CHUNK):
+                pass
+        except Exception:
+            pass
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
 
 
 @bp.route("/api/blobs/<digest>", methods=["POST"])
 def push_blob(digest):
-    """Streams the raw body to the service in chunks; a 4 GiB upload is never held in memory.
+    """Streams the raw body to the service in 1 MiB PushBlobRequest messages, serialized here (field 1
+    `digest` in the first, field 2 `data` in the rest: one copy of the data, where building and serializing
+    a message makes two); a 4 GiB upload is never held in memory."""
+    large = request.content_length is None or request.content_length > BLOB_CHUNK
+    with _UPLOADS if large else contextlib.nullcontext():
+        body = _BodyReader(request.input_stream)  # the WSGI input itself: reads of 1 MiB, no wrapper
+        digest_bytes = digest.encode()
 
-    When the service answers before the body is consumed (the blob is already stored), the rest of the
-    body is read and dropped before answering: an HTTP/1.1 client still sending its upload would
-    otherwise see the connection reset instead of our 200. A lock keeps the gRPC sender thread and this
-    drain from reading the body at the same time.
-    """
-    source, lock, state = request.stream, threading.Lock(), {"done": False}
+        def messages():
+            yield b"\x0a" + _varint(len(digest_bytes)) + digest_bytes
+            for chunk in body.chunks():
+                yield b"\x12" + _varint(len(chunk)) + chunk
 
-    def messages():
-        yield pb.PushBlobRequest(digest=digest)
-        while True:
-            with lock:
-                chunk = b"" if state["done"] else _read_full(source, BLOB_CHUNK)
-            if not chunk:
-                return
-            yield pb.PushBlobRequest(data=chunk)
-
-    try:
-        reply = stub().PushBlob(messages())
-    finally:
-        with lock:
-            state["done"] = True
-            while source.read(BLOB_CHUNK):
-                pass
+        try:
+            reply = client().raw.PushBlob(messages())
+        finally:
+            body.stop()
     return Response(status=201 if reply.created else 200)
 
 

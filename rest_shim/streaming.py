@@ -6,26 +6,25 @@ becomes a final {"error": ...} line. When the HTTP client goes away the WSGI ser
 generator, and closing it cancels the gRPC call, which stops the work behind it.
 """
 
-import json
-
 import grpc
 from flask import Response
 
 from corral.rest_shim.errors import rpc_error_response
+from corral.rest_shim.jsonenc import dumpb
 
 NDJSON = "application/x-ndjson"
 
 
 def _line(obj: dict) -> bytes:
-    return (json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+    return dumpb(obj) + b"\n"
 
 
 def json_response(obj, status: int = 200) -> Response:
-    return Response(
-        json.dumps(obj, ensure_ascii=False, separators=(",", ":")),
-        status=status,
-        content_type="application/json; charset=utf-8",
-    )
+    return json_bytes_response(dumpb(obj), status)
+
+
+def json_bytes_response(body: bytes, status: int = 200) -> Response:
+    return Response(body, status=status, content_type="application/json; charset=utf-8")
 
 
 def ndjson(call, to_json, stream: bool = True, merge=None) -> Response:

@@ -8,11 +8,16 @@ loaded model the store describes.
 from __future__ import annotations
 
 from corral.service.prompt.capabilities import model_capabilities
-from corral.store.models import ModelStore
+from corral.store.models import LoadedModel, ModelStore
 
 
 def show(store: ModelStore, name_text: str, verbose: bool = False, system: str | None = None,
          options: dict | None = None) -> dict:
     """The /api/show response as a dict (see ModelStore.show)."""
-    model = store.find(name_text)
+    return describe(store, store.find(name_text), verbose=verbose, system=system, options=options)
+
+
+def describe(store: ModelStore, model: LoadedModel, verbose: bool = False, system: str | None = None,
+             options: dict | None = None) -> dict:
+    """The /api/show response as a dict for a model store.find() returned."""
     return store.show(model, model_capabilities(model), verbose=verbose, system=system, options=options)

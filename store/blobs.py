@@ -7,9 +7,13 @@ removes the temp file and leaves nothing behind (unlike Ollama, which keeps the 
 until a prune). Concurrent writers of one digest each write their own temp file; the first link wins and
 the others see FileExistsError and report created=False.
 
-Hashing and writing overlap: chunks are coalesced into 1 MiB buffers, and a worker thread hashes a buffer
-while this thread writes it (hashlib and file writes both release the GIL on large buffers). Writes of
-less than one buffer hash inline, so small blobs pay no thread start.
+Hashing and writing overlap: chunks are coalesced into 1 MiB buffers (chunks of that size pass through
+uncopied, also read-only views of bytes), and a worker thread hashes a buffer while this thread writes it
+(hashlib and file writes both release the GIL on large buffers). With `prefetch`, a third thread pulls
+the next chunks from the source (an upload arriving over the network) while the current one is written,
+so receiving, hashing and writing all overlap. Writes of less than one buffer hash inline, so small
+blobs pay no thread start. What a write holds at once is bounded by the queues: two buffers waiting to be
+hashed and two prefetched, whatever the blob's size.
 """
 
 from __future__ import annotations
@@ -47,14 +51,19 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _coalesce(chunks: Iterable[bytes]) -> Iterable[bytes]:
+def _immutable(chunk) -> bool:
+    """bytes, or a read-only view of bytes: nothing can change it while the hash thread reads it."""
+    return type(chunk) is bytes or (type(chunk) is memoryview and chunk.readonly and type(chunk.obj) is bytes)
+
+
+def _coalesce(chunks: Iterable[bytes | memoryview]) -> Iterable[bytes | memoryview]:
     """Yields immutable buffers of at least BUFFER_SIZE (the last may be shorter).
 
-    Copies anything mutable (bytearray, memoryview): a producer may reuse its buffer while the hash
+    Copies anything mutable (bytearray, a view of one): a producer may reuse its buffer while the hash
     thread still reads it."""
     pending = bytearray()
     for chunk in chunks:
-        if not pending and type(chunk) is bytes and len(chunk) >= BUFFER_SIZE:
+        if not pending and len(chunk) >= BUFFER_SIZE and _immutable(chunk):
             yield chunk
             continue
         pending += chunk
@@ -65,6 +74,57 @@ def _coalesce(chunks: Iterable[bytes]) -> Iterable[bytes]:
         yield bytes(pending)
 
 
+class _Prefetch:
+    """Pulls an iterator on its own thread, at most `depth` items ahead; re-raises its errors in order.
+    close() drops what was fetched and lets the thread end at its next item (it is not waited for: it
+    may be waiting for a client that is still sending, until the call ends)."""
+
+    _END = object()
+
+    def __init__(self, items: Iterable, depth: int = 2):
+        self.items = iter(items)
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="blob-prefetch", daemon=True)
+        self.thread.start()
+
+    def _put(self, item) -> bool:
+        while not self.stopped.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            for item in self.items:
+                if not self._put(item):
+                    return
+        except BaseException as exc:  # handed to the consumer, raised there
+            self._put((self._END, exc))
+            return
+        self._put((self._END, None))
+
+    def __iter__(self):
+        while True:
+            item = self.queue.get()
+            if type(item) is tuple and item and item[0] is self._END:
+                if item[1] is not None:
+                    raise item[1]
+                return
+            yield item
+
+    def close(self) -> None:
+        self.stopped.set()
+        while True:
+            try:
+                self.queue.get_nowait()
+            except queue.Empty:
+                break
+
+
 class _HashWorker:
     """Feeds buffers to a hash on a second thread, in order."""
 
@@ -72,7 +132,7 @@ class _HashWorker:
 
     def __init__(self, hasher):
         self.hasher = hasher
-        self.queue: queue.Queue = queue.Queue(maxsize=4)
+        self.queue: queue.Queue = queue.Queue(maxsize=2)
         self.thread = threading.Thread(target=self._run, name="blob-hash", daemon=True)
         self.thread.start()
 
@@ -80,7 +140,7 @@ class _HashWorker:
         while (buf := self.queue.get()) is not self._STOP:
             self.hasher.update(buf)
 
-    def feed(self, buf: bytes) -> None:
+    def feed(self, buf: bytes | memoryview) -> None:
         self.queue.put(buf)
 
     def finish(self) -> None:
@@ -88,7 +148,7 @@ class _HashWorker:
         self.thread.join()
 
 
-def _write_all(fd: int, buf: bytes) -> None:
+def _write_all(fd: int, buf: bytes | memoryview) -> None:
     view = memoryview(buf)
     while view:
         view = view[os.write(fd, view):]
@@ -164,16 +224,19 @@ class BlobStore:
         fsync_dir(self.paths.blobs_dir)
         return created
 
-    def write(self, chunks: Iterable[bytes], expected: str | None = None) -> tuple[str, bool]:
+    def write(self, chunks: Iterable[bytes | memoryview], expected: str | None = None,
+              prefetch: bool = False) -> tuple[str, bool]:
         """Stores a stream of bytes; returns (digest, created). Raises DigestMismatch (leaving nothing
-        behind) if `expected` is given and differs; ResourceExhausted when the disk is full."""
+        behind) if `expected` is given and differs; ResourceExhausted when the disk is full. `prefetch`
+        pulls the chunks on a thread of their own (for a source that waits, such as a network upload)."""
         if expected is not None:
             expected = parse_digest(expected)
         fd, tmp = self._create_temp()
         hasher, worker = hashlib.sha256(), None
+        source = _Prefetch(chunks) if prefetch else None
         try:
             try:
-                for buf in _coalesce(chunks):
+                for buf in _coalesce(source if source is not None else chunks):
                     if worker is None and len(buf) >= BUFFER_SIZE:
                         worker = _HashWorker(hasher)
                     if worker is not None:
@@ -183,6 +246,8 @@ class BlobStore:
                     _write_all(fd, buf)
                 os.fsync(fd)
             finally:
+                if source is not None:
+                    source.close()
                 if worker is not None:
                     worker.finish()
                 os.close(fd)

@@ -184,6 +184,31 @@ class EngineConfig:
         )
 
 
+@dataclass
+class Capacity:
+    """How many requests `corral serve` holds at once. Both servers give each request a thread, so these
+    numbers size the gRPC executor, gRPC's maximum_concurrent_rpcs and the REST admission gate alike.
+
+    inference: requests waiting for a runner (OLLAMA_MAX_QUEUE, which the scheduler enforces with the same
+    503 text) plus those running on one (OLLAMA_MAX_LOADED_MODELS x OLLAMA_NUM_PARALLEL). other: every
+    other request at once (CORRAL_MAX_OTHER_REQUESTS, default 64: lists, shows, uploads, pulls). Past
+    `requests`, callers are refused at once with Ollama's 503 "server busy" instead of waiting in a queue.
+    """
+
+    inference: int
+    other: int = 64
+
+    @property
+    def requests(self) -> int:
+        return self.inference + self.other
+
+    @classmethod
+    def from_env(cls) -> Capacity:
+        engine = EngineConfig.from_env()
+        return cls(inference=engine.max_queue + engine.max_loaded_models * engine.num_parallel,
+                   other=_int("CORRAL_MAX_OTHER_REQUESTS", 64, minimum=1))
+
+
 def runner_quiet() -> bool:
     """CORRAL_RUNNER_QUIET: runner children drop llama.cpp's error log lines (tests that provoke them)."""
     return raw("CORRAL_RUNNER_QUIET") == "1"
@@ -234,4 +259,5 @@ def check_all() -> None:
     models_root()
     ollama_host()
     EngineConfig.from_env()
+    Capacity.from_env()
     RegistryTuning.from_env()

@@ -154,6 +154,14 @@ class ManifestStore:
             current = current / match
         return name.with_parts(*parts)
 
+    def name_of(self, parts: tuple[str, ...]) -> Name | None:
+        """The name of the manifest at manifests/<parts>, None if invalid (parsing is cached: it costs more
+        than a directory walk)."""
+        name = self._names.get(parts, False)
+        if name is False:
+            name = self._names[parts] = name_from_parts(parts)
+        return name  # type: ignore[return-value]
+
     def exists(self, name: Name) -> bool:
         return name.is_valid() and self.paths.manifest(name).is_file()
 
@@ -163,6 +171,16 @@ class ManifestStore:
         try:
             with open(path, "rb") as f:
                 return f.read(), os.fstat(f.fileno()).st_mtime_ns
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise NotFound(f"model '{name.display}' not found") from None
+
+    def read_stat(self, name: Name) -> tuple[bytes, os.stat_result]:
+        """(bytes, stat) of a manifest, the stat taken before reading; NotFound if missing."""
+        path = self.paths.manifest(name)
+        try:
+            with open(path, "rb") as f:
+                st = os.fstat(f.fileno())
+                return f.read(), st
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise NotFound(f"model '{name.display}' not found") from None
 
@@ -257,10 +275,7 @@ class ManifestStore:
                     continue
                 if not entry.is_file() or entry.name.startswith(".tmp-"):
                     continue
-                key = (*parts, entry.name)
-                if key not in self._names:  # parsing and validating a name costs more than the walk
-                    self._names[key] = name_from_parts(key)
-                name = self._names[key]
+                name = self.name_of((*parts, entry.name))
                 if name is None:
                     log.warning("skipping manifest with an invalid name: %s", entry.path)
                     continue

@@ -5,10 +5,14 @@ consistent live in one place: names are canonicalised for case before use, a blo
 no manifest references it, and a create in progress pins the blobs it is about to reference so that a
 concurrent delete cannot prune them before its manifest is written (Ollama has that race).
 
-Listing must stay cheap however big the models are: it reads manifests and config blobs (cached by
-digest, since blobs never change) and never stats or reads a model blob. show and model_spec read the
-GGUF header (cached by digest too). Creating models is a service orchestration (service/create/), and so
-is judging capabilities (service/prompt/capabilities.py): show is given the list.
+Listing must stay cheap however big the models are and however many there are: it reads manifests and
+config blobs once per change (store/index.py keeps every manifest's parse, checked against the disk at
+each listing; config blobs are cached by digest, since blobs never change) and never stats or reads a
+model blob. show and model_spec read the GGUF header (cached by digest too); a loaded model (manifest,
+text layers, GGUF header) is cached by its manifest's stat, so a repeated show or generate costs one stat.
+What the caches hand out is shared between requests and read-only. Creating models is a service
+orchestration (service/create/), and so is judging capabilities (service/prompt/capabilities.py):
+show is given the list.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -30,6 +36,7 @@ from corral.store.digests import find_digests
 from corral.store.errors import CorralError, FailedPrecondition, Internal, InvalidArgument, NotFound
 from corral.store.gguf_info import GGUFInfo, read_gguf
 from corral.store.gocompat import go_quote
+from corral.store.index import IndexedManifest, ManifestIndex, settled, stat_key
 from corral.store.manifests import (
     MEDIA_TYPE_ADAPTER,
     MEDIA_TYPE_LICENSE,
@@ -75,7 +82,7 @@ class _LRU:
 
 @dataclass
 class ModelSpec:
-    """Everything the engine needs to load and prompt a model."""
+    """Everything the engine needs to load and prompt a model. Cached and shared: read-only."""
 
     name: str
     digest: str
@@ -93,7 +100,8 @@ class ModelSpec:
 
 @dataclass
 class LoadedModel:
-    """A manifest with its small layers read: what Ollama's GetModel returns."""
+    """A manifest with its small layers read: what Ollama's GetModel returns. Cached by the manifest's
+    stat and shared between requests: read-only (`memo` holds what is derived from it, such as its spec)."""
 
     name: Name
     manifest: Manifest
@@ -109,6 +117,7 @@ class LoadedModel:
     params: dict = field(default_factory=dict)
     messages: list[dict] = field(default_factory=list)
     licenses: list[str] = field(default_factory=list)
+    memo: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 def details_from_config(config: dict, parent_model: str = "") -> dict:
@@ -130,9 +139,12 @@ class ModelStore:
         self.blobs = BlobStore(self.paths)
         self.manifests = ManifestStore(self.paths)
         self._configs = _LRU(1024)
-        self._tags_cache: dict[str, tuple[tuple, dict]] = {}
         self._ggufs = _LRU(8)
-        self.pruner = Pruner(self.blobs, self.manifests)
+        self.index = ManifestIndex(self.manifests)
+        self._listing: tuple[int, list[dict]] | None = None  # (index version, list_models())
+        self._loaded: OrderedDict[str, tuple[tuple, bool, LoadedModel]] = OrderedDict()
+        self._loaded_lock = threading.Lock()
+        self.pruner = Pruner(self.blobs, self.manifests, self.index)
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -180,10 +192,40 @@ class ModelStore:
 
     def load(self, name: Name) -> LoadedModel:
         """Reads a model's manifest, config, text layers and GGUF header; NotFound if missing, Internal if
-        broken."""
-        manifest, raw, mtime_ns = self.manifests.read(name)
+        broken. Cached by the manifest's stat (store/index.py says why that is never stale)."""
+        path = str(self.paths.manifest(name))
+        with self._loaded_lock:
+            cached = self._loaded.get(path)
+            if cached is not None:
+                self._loaded.move_to_end(path)
+        if cached is not None and cached[1]:
+            try:
+                st = os.stat(path)
+            except (FileNotFoundError, NotADirectoryError):
+                raise NotFound(f"model '{name.display}' not found") from None
+            if stat_key(st) == cached[0]:
+                m = cached[2]
+                model_path = m.memo.get("model_path")
+                if model_path is not None and not os.path.isfile(model_path):
+                    raise Internal(f"open {model_path}: no such file or directory")
+                return m
+        started = time.time_ns()
+        raw, st = self.manifests.read_stat(name)
         try:
-            config = self.config(manifest.config.digest)
+            manifest = Manifest.from_bytes(raw)
+        except ValueError as err:
+            raise Internal(f"{name.full}: {err}") from None
+        m = self._build(name, manifest, raw, st.st_mtime_ns)
+        with self._loaded_lock:
+            self._loaded[path] = (stat_key(st), settled(st, started), m)
+            self._loaded.move_to_end(path)
+            while len(self._loaded) > 256:
+                self._loaded.popitem(last=False)
+        return m
+
+    def _build(self, name: Name, manifest: Manifest, raw: bytes, mtime_ns: int) -> LoadedModel:
+        try:
+            config = self.config(manifest.config.digest, copy_=False)
         except (OSError, ValueError, CorralError) as err:
             raise Internal(f"{name.display}: cannot read config blob: {err}") from None
         m = LoadedModel(name, manifest, raw, mtime_ns, config)
@@ -208,10 +250,17 @@ class ModelStore:
                 m.licenses.append(self.read_layer_text(layer))
         if m.model_layer is not None:
             m.gguf = self.gguf(m.model_layer.digest)
+            m.memo["model_path"] = str(self.blobs.path(m.model_layer.digest))
         return m
 
     def _load_named(self, name_text: str, missing: str) -> LoadedModel:
-        name = self.manifests.resolve(require_name(name_text))
+        name = require_name(name_text)
+        try:  # a manifest at the exact path needs no case matching (resolve stats every level)
+            exact = stat.S_ISREG(os.stat(self.paths.manifest(name)).st_mode)
+        except (FileNotFoundError, NotADirectoryError):
+            exact = False
+        if not exact:
+            name = self.manifests.resolve(name)
         try:
             return self.load(name)
         except NotFound:
@@ -222,36 +271,39 @@ class ModelStore:
     def list_models(self) -> list[dict]:
         """/api/tags entries, newest manifest first (second resolution, stable).
 
-        Each entry is cached by its manifest file's (inode, mtime, size): manifests are replaced by
-        rename, so any change gives a new key, and an unchanged store costs one stat per model. The
-        returned dicts are shared with the cache: callers must not modify them."""
-        entries, seen = [], {}
-        for name, dir_entry in self.manifests.entries():
-            path = dir_entry.path
-            try:
-                st = dir_entry.stat()
-                key = (st.st_ino, st.st_mtime_ns, st.st_size)
-                cached = self._tags_cache.get(path)
-                entry = cached[1] if cached and cached[0] == key else self._tags_entry(name, path, st)
-            except (OSError, ValueError, CorralError) as err:
-                log.warning("skipping model %s: %s", name.display, err)
-                continue
-            seen[path] = (key, entry)
-            entries.append((st.st_mtime_ns // 1_000_000_000, entry))
-        self._tags_cache = seen
+        Costs one stat per directory and manifest while nothing changed (store/index.py); the list is
+        rebuilt only when a manifest changed, and each entry only when its own manifest did. The returned
+        list and dicts are shared with the cache: callers must not modify them."""
+        version, manifests = self.index.snapshot()
+        listing = self._listing
+        if listing is not None and listing[0] == version:
+            return listing[1]
+        entries, complete = [], True
+        for e in manifests:
+            entry = e.memo.get("tags")
+            if entry is None:
+                try:
+                    entry = e.memo["tags"] = self._tags_entry(e)
+                except (OSError, ValueError, CorralError) as err:
+                    log.warning("skipping model %s: %s", e.name.display, err)
+                    complete = False  # a missing config blob may yet appear: not cached
+                    continue
+            entries.append((e.mtime_ns // 1_000_000_000, entry))
         entries.sort(key=lambda e: -e[0])
-        return [entry for _, entry in entries]
+        result = [entry for _, entry in entries]
+        if complete:
+            self._listing = (version, result)
+        return result
 
-    def _tags_entry(self, name: Name, path: str, st: os.stat_result) -> dict:
-        with open(path, "rb") as f:
-            raw = f.read()
-        manifest = Manifest.from_bytes(raw)
-        config = self.config(manifest.config.digest, copy_=False)
-        model_layer = manifest.first(MEDIA_TYPE_MODEL)
+    def _tags_entry(self, e: IndexedManifest) -> dict:
+        if e.manifest is None:
+            raise ValueError("manifest does not parse")
+        config = self.config(e.manifest.config.digest, copy_=False)
+        model_layer = e.manifest.first(MEDIA_TYPE_MODEL)
         parent = (model_layer.from_ or "") if model_layer else ""
         return {
-            "name": name.display, "model": name.display, "modified_at": st.st_mtime_ns / 1e9,
-            "size": manifest.size, "digest": _sha256_hex(raw),
+            "name": e.name.display, "model": e.name.display, "modified_at": e.mtime_ns / 1e9,
+            "size": e.manifest.size, "digest": _sha256_hex(e.raw),
             "details": details_from_config(config, parent),
         }
 
@@ -305,6 +357,13 @@ class ModelStore:
         m = self._load_named(name_text, f"model '{name_text}' not found")
         if m.model_layer is None or m.gguf is None:
             raise FailedPrecondition(f"model '{name_text}' has no GGUF model layer")
+        spec = m.memo.get("spec")
+        if spec is None:
+            spec = m.memo["spec"] = self._spec(m)
+        return spec
+
+    def _spec(self, m: LoadedModel) -> ModelSpec:
+        assert m.model_layer is not None and m.gguf is not None
         return ModelSpec(
             name=m.name.display, digest=_sha256_hex(m.raw), model_path=self.blobs.path(m.model_layer.digest),
             adapter_paths=m.adapter_paths, projector_paths=m.projector_paths, template=m.template,
@@ -346,6 +405,7 @@ class ModelStore:
             self.manifests.delete(name)
         except NotFound:
             raise NotFound(missing) from None
+        self.index.forget(self.paths.manifest(name))
         self.prune(candidates)
 
     # -- blob lifetime (store/prune.py) ---------------------------------------------------------

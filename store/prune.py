@@ -6,6 +6,12 @@ config) or while a create or pull in progress pins it. A manifest that does not 
 every digest-looking string in it. Pruning and pinning take one lock, so once a blob is pinned and seen
 on disk, no prune can remove it until it is unpinned.
 
+Who references a blob comes from the manifest index (store/index.py), not from reading every manifest:
+a candidate blob with one user whose manifest is unchanged on disk is kept after one stat; only when no
+user can be confirmed is the index refreshed against the whole tree (a stat per directory and manifest,
+re-reading what changed, also what another process changed) before the blob is deleted. So deleting one
+of 1,000 models that share their blobs costs a few stats, and the last user's delete one verified walk.
+
 Unlike Ollama, the startup prune keeps `-partial` download state, so an interrupted pull resumes after a
 restart, and (as Ollama v0.21+) it spares files modified in the last hour.
 """
@@ -22,8 +28,9 @@ from contextlib import contextmanager
 
 from corral.store.blobs import BlobStore, fsync_dir
 from corral.store.config import noprune
-from corral.store.digests import digest_from_filename, find_digests, is_digest, parse_digest
-from corral.store.manifests import Manifest, ManifestStore
+from corral.store.digests import digest_from_filename, is_digest, parse_digest
+from corral.store.index import ManifestIndex
+from corral.store.manifests import ManifestStore
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +48,9 @@ def partial_digest(filename: str) -> str | None:
 class Pruner:
     """Pins and prunes the blobs of one store."""
 
-    def __init__(self, blobs: BlobStore, manifests: ManifestStore):
+    def __init__(self, blobs: BlobStore, manifests: ManifestStore, index: ManifestIndex | None = None):
         self.blobs, self.manifests = blobs, manifests
+        self.index = index or ManifestIndex(manifests)
         self._pins: Counter = Counter()
         self._deferred: set[str] = set()  # unreferenced candidates a prune skipped while they were pinned
         self._lock = threading.RLock()
@@ -66,22 +74,9 @@ class Pruner:
                 self.prune(released)  # what a prune skipped because of this pin
 
     def referenced_digests(self) -> tuple[set[str], bool]:
-        """Every digest some manifest references, and whether every manifest parsed."""
-        referenced: set[str] = set()
-        ok = True
-        for name, path in self.manifests.list():
-            try:
-                raw = path.read_bytes()
-            except OSError:
-                continue  # deleted meanwhile
-            digests: Iterable[str]
-            try:
-                digests = Manifest.from_bytes(raw).all_digests()
-            except ValueError as err:
-                log.warning("unparsable manifest %s: %s", name.full, err)
-                ok, digests = False, find_digests(raw)
-            referenced.update(parse_digest(d) for d in digests if is_digest(d))
-        return referenced, ok
+        """Every digest some manifest references now, and whether every manifest parsed (and could be read)."""
+        self.index.refresh()
+        return self.index.referenced(), self.index.all_parsed()
 
     def prune(self, candidates: Iterable[str]) -> list[str]:
         """Deletes those candidate blobs that no manifest references and nothing pins; returns them."""
@@ -90,8 +85,15 @@ class Pruner:
             return []
         removed = []
         with self._lock:
-            referenced, _ = self.referenced_digests()
-            unreferenced = wanted - referenced
+            maybe = {d for d in wanted if not self.index.confirmed_user(d)}
+            if not maybe:
+                return []
+            self.index.refresh()  # verified against the disk before anything is deleted
+            if not self.index.complete:
+                log.warning("not pruning blobs: a manifest cannot be read")
+                return []
+            referenced = self.index.referenced()
+            unreferenced = maybe - referenced
             self._deferred |= unreferenced & set(self._pins)  # retried when the last pin goes
             for digest in sorted(unreferenced - set(self._pins)):
                 if self.blobs.delete(digest):

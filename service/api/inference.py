@@ -12,6 +12,7 @@ import numpy as np
 
 from corral.protos.ollama.v1 import ollama_pb2 as pb
 from corral.service.api import convert
+from corral.service.api.embed_stream import embed_stream
 from corral.service.api.status import cancel_event, handle_errors
 from corral.service.engine import textgen
 from corral.service.engine.engine import Engine
@@ -24,6 +25,7 @@ class Inference:
 
     def __init__(self, engine: Engine):
         self.engine = engine
+        self.streams: set = set()  # the flow-control windows of the EmbedStreams in progress
 
     def close(self) -> None:
         self.engine.close()
@@ -53,6 +55,14 @@ class Inference:
                     yield held
                 held = convert.embed_response(request.model, item["offset"] + start,
                                               vectors[start : start + step].tolist())
+
+    @handle_errors
+    def EmbedStream(self, request_iterator, context):
+        yield from embed_stream(self.engine, request_iterator, cancel_event(context), self.streams)
+
+    def stream_stats(self) -> list[dict]:
+        """Read, answered and peak unanswered items of each EmbedStream in progress."""
+        return [window.stats() for window in list(self.streams)]
 
     @handle_errors
     def Embeddings(self, request: pb.EmbeddingsRequest, context):

@@ -5,20 +5,23 @@ service/registry (transfers); protobuf shapes are converted in api/convert.py. E
 required, so a reader sees the whole API surface on one page and a server that starts serves every RPC.
 """
 
-import itertools
+import threading
+from collections import OrderedDict
 
 from corral.protos.ollama.v1 import ollama_pb2 as pb
 from corral.protos.ollama.v1 import ollama_pb2_grpc as pb_grpc
-from corral.service.api import convert
+from corral.service.api import blob_upload, convert
 from corral.service.api.inference import Inference
 from corral.service.api.status import cancel_event, handle_errors
 from corral.service.api.transfer import Transfer
 from corral.service.create import Creator
-from corral.service.show import show
+from corral.service.show import describe
 from corral.service.version import OLLAMA_COMPAT_VERSION
 from corral.store.digests import parse_digest
-from corral.store.errors import InvalidArgument, NotFound
-from corral.store.models import ModelStore
+from corral.store.errors import CorralError, InvalidArgument, NotFound
+from corral.store.models import LoadedModel, ModelStore
+
+SHOWN_CACHE_SIZE = 64  # ShowResponses kept (non-verbose only: a verbose one can hold a whole vocabulary)
 
 
 class OllamaServicer(pb_grpc.OllamaServicer):
@@ -30,6 +33,9 @@ class OllamaServicer(pb_grpc.OllamaServicer):
         self.inference = inference
         self.transfer = transfer
         self._summaries: dict[tuple, pb.ModelSummary] = {}
+        self._listed: tuple[list, pb.ListResponse] | None = None  # (the store's listing, its response)
+        self._shown: OrderedDict[int, tuple[LoadedModel, pb.ShowResponse]] = OrderedDict()
+        self._shown_lock = threading.Lock()
 
     # -- model management ------------------------------------------------------------------------
 
@@ -39,18 +45,37 @@ class OllamaServicer(pb_grpc.OllamaServicer):
 
     @handle_errors
     def List(self, request, context):
+        listing = self.store.list_models()  # the same list object while no manifest changed
+        listed = self._listed
+        if listed is not None and listed[0] is listing:
+            return listed[1]
         summaries = {}
-        for m in self.store.list_models():
+        for m in listing:
             key = (m["name"], m["digest"], m["modified_at"])
             summaries[key] = self._summaries.get(key) or convert.model_summary(m)
         self._summaries = summaries  # unchanged models reuse their message on the next call
-        return pb.ListResponse(models=list(summaries.values()))
+        response = pb.ListResponse(models=list(summaries.values()))
+        self._listed = (listing, response)
+        return response
 
     @handle_errors
     def Show(self, request, context):
-        shown = show(self.store, request.model, verbose=request.verbose, system=convert.optional(request, "system"),
-                     options=convert.options(request))
-        return convert.show_response(shown)
+        system, options = convert.optional(request, "system"), convert.options(request)
+        model = self.store.find(request.model)  # the same object while its manifest is unchanged
+        plain = system is None and options is None and not request.verbose
+        if plain:
+            with self._shown_lock:
+                hit = self._shown.get(id(model))
+            if hit is not None and hit[0] is model:
+                return hit[1]
+        response = convert.show_response(describe(self.store, model, verbose=request.verbose, system=system,
+                                                  options=options))
+        if plain:
+            with self._shown_lock:
+                self._shown[id(model)] = (model, response)
+                while len(self._shown) > SHOWN_CACHE_SIZE:
+                    self._shown.popitem(last=False)
+        return response
 
     @handle_errors
     def Copy(self, request, context):
@@ -59,7 +84,13 @@ class OllamaServicer(pb_grpc.OllamaServicer):
 
     @handle_errors
     def Delete(self, request, context):
+        try:  # looked up before the manifest goes; a name that is no runnable model has no runner
+            spec = self.inference.engine.spec(request.model, "")
+        except CorralError:
+            spec = None
         self.store.delete(request.model)
+        if spec is not None:
+            self.inference.engine.unload(spec)  # as `ollama rm`: the runner goes once it is idle
         return pb.DeleteResponse()
 
     @handle_errors
@@ -77,8 +108,10 @@ class OllamaServicer(pb_grpc.OllamaServicer):
         digest = parse_digest(first.digest)
         if self.store.blobs.has(digest):
             return pb.PushBlobResponse(created=False, digest=digest)
-        chunks = itertools.chain([first.data], (m.data for m in request_iterator))
-        stored, created = self.store.blobs.write(chunks, expected=digest)
+        # data: read-only views of the received messages; a large upload waits for a slot, then is
+        # received ahead on a thread while it is hashed and written (api/blob_upload.py)
+        with blob_upload.upload(first, request_iterator) as (chunks, large):
+            stored, created = self.store.blobs.write(chunks, expected=digest, prefetch=large)
         return pb.PushBlobResponse(created=created, digest=stored)
 
     @handle_errors
@@ -99,6 +132,9 @@ class OllamaServicer(pb_grpc.OllamaServicer):
 
     def Embeddings(self, request, context):
         return self.inference.Embeddings(request, context)
+
+    def EmbedStream(self, request_iterator, context):
+        return self.inference.EmbedStream(request_iterator, context)
 
     def ListRunning(self, request, context):
         return self.inference.ListRunning(request, context)

@@ -33,9 +33,10 @@ def _is_loopback(host: str) -> bool:
 def serve(args) -> int:
     from corral.rest_shim.app import create_app
     from corral.rest_shim.http import create_http_server, serve_in_thread
-    from corral.service.server import close_servicer, create_server
+    from corral.service.server import close_servicer, create_server, limit_malloc_arenas
     from corral.store.models import ModelStore
 
+    limit_malloc_arenas()  # before the server threads start
     stop = threading.Event()
     grpc_server = servicer = http_server = None
     target = args.grpc_target
@@ -57,7 +58,7 @@ def serve(args) -> int:
     if not args.no_http:
         host, port = config.ollama_host(args.http_address)
         app = create_app(target or config.grpc_target(), loopback=_is_loopback(host))
-        http_server = create_http_server(app, host, port, args.http_threads)
+        http_server = create_http_server(app, host, port, args.http_threads or config.Capacity.from_env().requests)
         log.info("REST (Ollama API) listening on http://%s:%d -> gRPC %s", host, http_server.bind_addr[1], target)
         serve_in_thread(http_server)
 
@@ -125,7 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gRPC service the shim talks to (with --no-grpc; env CORRAL_GRPC_TARGET)")
     p.add_argument("--no-grpc", action="store_true", help="run only the REST shim")
     p.add_argument("--no-http", action="store_true", help="run only the gRPC server")
-    p.add_argument("--http-threads", type=int, default=64, help="REST worker threads (streams hold one each)")
+    p.add_argument("--http-threads", type=int, default=None,
+                   help="REST requests served at once, streams included; more get 503 at once "
+                        "(default: as many as the gRPC server admits, OLLAMA_MAX_QUEUE + running + "
+                        "CORRAL_MAX_OTHER_REQUESTS)")
 
     target = argparse.ArgumentParser(add_help=False)
     target.add_argument("--grpc-target", default=None, metavar="HOST:PORT",

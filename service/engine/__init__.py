@@ -8,12 +8,14 @@ server down).
     options.py     Ollama's option defaults, params layer <- request options, load vs. sampling options
     validate.py    GGUF checks before llama.cpp may load a file (header, data bounds, adapters)
     runner.py      parent side of a runner process: spawn (forkserver), request/cancel protocol, deaths
-    worker.py      child side: owns llama_cpp.Llama, serves one request at a time, honours cancels
+    worker.py      child side: owns llama_cpp.Llama, runs the decode loop and embeddings, honours cancels
     embedding.py   (child) tokenize, truncate, pack a few inputs per decode, raw vectors in order
-    generation.py  (child) sampling loop: stop strings, num_predict, grammars, metrics, context
+    batcher.py     (parent) dynamic batching: concurrent embedding requests share the runner's batches
+    generation.py  (child) num_parallel requests in one batch per step: per-request samplers, stop
+                   strings, num_predict, grammars, metrics, context
     scheduler.py   which runners are loaded: keep_alive, LRU eviction, parallel slots, bounded queue
     prompts.py     request -> prompt text: Go template layer, GGUF Jinja template, system, messages
-    engine.py      names -> specs -> leases; embed, embeddings and ps
+    engine.py      names -> specs -> leases; embed, embeddings, embed streams and ps
     textgen.py     generate and chat: Ollama's checks, load/unload shortcuts, streaming
 
 service/inference.py translates protobuf to and from this package; rest_shim/routes_inference.py

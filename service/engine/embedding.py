@@ -1,13 +1,19 @@
 """Embedding inside the runner: tokenize, truncate, pack a few inputs per llama.cpp decode, read vectors.
 
+One "embed" request is one batch of the parent's batcher (service/engine/batcher.py): inputs of several
+callers, each with its own truncate flag. A bad input fails alone: it gets an entry in `errors` and a
+zero row, and the other inputs of the batch are embedded as usual (the batcher gives each caller its own
+rows and errors). Vectors are returned raw (float32, un-normalised) in input order, all in the final
+reply; the parent normalises (the legacy endpoint wants them raw).
+
 Why not Llama.embed(): it truncates silently to n_batch, and its packing puts up to n_batch tokens of
-many inputs into one decode. On CPU that is slower for small encoders (measured 2-3x slower for
-all-MiniLM with n_batch=512: the masked attention over the packed batch costs more than it saves), yet
-n_batch must be at least the longest input. So inputs are truncated to n_batch (num_batch, as Ollama's
-runner does; an error with truncate=false) and this module packs only up to `pack_tokens` tokens
-(default 32) per decode, which measured as fast as one input per decode for short texts while still
-batching tiny ones. Vectors are returned raw
-(float32, un-normalised) in input order; the parent normalises (the legacy endpoint wants them raw).
+many inputs into one decode. On CPU without flash attention that is slower for small encoders: the
+masked attention over the packed batch costs more than it saves. Measured on all-MiniLM-L6-v2 F16, 2
+threads, short texts (~11 tokens): tokens per decode 1 input 575 texts/s, 32 tokens 600, 48-96 610-620,
+128 540, 256 430, 512 290. With flash attention the same batches run 590 (32), 700 (64), 840 (128),
+870 (192-256), 850 (512): packing pays. So inputs are truncated to n_batch (num_batch, as Ollama's runner
+does; an error with truncate=false) and this module packs up to `pack_tokens` tokens per decode
+(default 32, CORRAL_EMBED_PACK_TOKENS), or FLASH_PACK_TOKENS when the context uses flash attention.
 
 Models without pooling (completion models) have a generation context; for them embeddings are switched
 on for the call and the last token's vector is used, one input per decode, as Ollama's runner did.
@@ -23,7 +29,7 @@ import numpy as np
 from corral.service.engine.worker import RequestError
 
 TOO_LONG = "the input length exceeds the context length"
-EMIT_EVERY = 256  # vectors per message to the parent: few messages, yet a long request streams
+FLASH_PACK_TOKENS = 256  # tokens per decode with flash attention (measured best 192-256, see above)
 
 
 class Embedder:
@@ -31,7 +37,9 @@ class Embedder:
         self.llama = llama
         self.n_ctx = limit  # the longest input, in tokens
         self.pooled = pooled
-        self.pack_tokens = max(1, pack_tokens)
+        flash = getattr(llama.context_params, "flash_attn_type", 0)  # -1 auto, 0 off, 1 on
+        self.pack_tokens = max(1, pack_tokens, FLASH_PACK_TOKENS if flash != 0 else 0)
+        self.pack_tokens = min(self.pack_tokens, max(limit, 1))
         self.n_embd = llama.n_embd()
         self.n_seq_max = max(1, int(llama.context_params.n_seq_max)) if pooled else 1
         # Special tokens the tokenizer adds around every input ([CLS] ... [SEP], or <s> ...).
@@ -39,25 +47,39 @@ class Embedder:
         self.n_head = 1 if llama._model.add_bos_token() and empty[:1] == [llama.token_bos()] else 0
         self.n_tail = max(0, len(empty) - self.n_head)
 
-    def tokenize(self, texts: list[str], truncate: bool) -> list[list[int]]:
-        out = []
-        for text in texts:
-            tokens = self.llama.tokenize(text.encode("utf-8"), add_bos=True, special=False)
-            if len(tokens) > self.n_ctx:
-                if not truncate:
-                    raise RequestError("INVALID_ARGUMENT", TOO_LONG)
-                keep = self.n_ctx - self.n_tail
-                tokens = tokens[:keep] + (tokens[len(tokens) - self.n_tail:] if self.n_tail else [])
-            out.append(tokens)
-        return out
+    def tokenize(self, text: str, truncate: bool) -> list[int]:
+        """The input's tokens, cut to the limit (keeping the closing special tokens) when truncate is set;
+        RequestError when it is too long and truncate is not set."""
+        tokens = self.llama.tokenize(text.encode("utf-8"), add_bos=True, special=False)
+        if len(tokens) > self.n_ctx:
+            if not truncate:
+                raise RequestError("INVALID_ARGUMENT", TOO_LONG)
+            keep = self.n_ctx - self.n_tail
+            tokens = tokens[:keep] + (tokens[len(tokens) - self.n_tail:] if self.n_tail else [])
+        return tokens
 
     def run(self, payload: dict, emit, cancelled) -> dict:
-        """payload: {"inputs": [str], "truncate": bool}. Emits {"offset", "vectors": ndarray} chunks."""
+        """payload: {"inputs": [str], "truncate": bool | [bool] (one per input; default True)}.
+
+        Returns {"vectors": (n, n_embd) float32, "counts": [tokens per input], "errors": {index: (code,
+        text)}, "prompt_eval_count", "prompt_eval_duration"}; a failed input has a zero row and count 0.
+        Nothing is emitted: a batch is small (the batcher bounds it), so one reply carries it whole.
+        """
         start = time.perf_counter()
-        tokens = self.tokenize(payload["inputs"], payload.get("truncate", True))
-        count = sum(len(t) for t in tokens)
-        pending: list[np.ndarray] = []
-        offset = done = 0
+        inputs = payload["inputs"]
+        flags = payload.get("truncate", True)
+        if isinstance(flags, bool):
+            flags = [flags] * len(inputs)
+        vectors = np.zeros((len(inputs), self.n_embd), dtype=np.float32)
+        counts = [0] * len(inputs)
+        errors: dict[int, tuple[str, str]] = {}
+        rows, tokens = [], []
+        for i, (text, truncate) in enumerate(zip(inputs, flags, strict=True)):
+            try:
+                tokens.append(self.tokenize(text, truncate))
+                rows.append(i)
+            except RequestError as exc:
+                errors[i] = (exc.code, exc.message)
         decode = self._decode_pooled if self.pooled else self._decode_last
         i = 0
         while i < len(tokens):
@@ -67,13 +89,12 @@ class Embedder:
             while j < len(tokens) and j - i < self.n_seq_max and (j == i or total + len(tokens[j]) <= self.pack_tokens):
                 total += len(tokens[j])
                 j += 1
-            pending.append(decode(tokens[i:j]))
-            done += j - i
+            vectors[rows[i:j]] = decode(tokens[i:j])
             i = j
-            if done - offset >= EMIT_EVERY or i == len(tokens):
-                emit({"offset": offset, "vectors": np.concatenate(pending)})
-                pending, offset = [], done
-        return {"prompt_eval_count": count, "prompt_eval_duration": int((time.perf_counter() - start) * 1e9)}
+        for row, toks in zip(rows, tokens, strict=True):
+            counts[row] = len(toks)
+        return {"vectors": vectors, "counts": counts, "errors": errors, "prompt_eval_count": sum(counts),
+                "prompt_eval_duration": int((time.perf_counter() - start) * 1e9)}
 
     def _decode_pooled(self, seqs: list[list[int]]) -> np.ndarray:
         llama = self.llama

@@ -15,9 +15,11 @@ Protocol (pickled tuples over one duplex multiprocessing Connection; see worker.
     parent -> child  (kind, req_id, payload)   kind in {"embed", "generate"}
                      ("cancel", req_id)        stop that request at the next token or batch
                      ("close",)                finish and exit
-    child -> parent  ("item", req_id, payload)  zero or more partial results
+    child -> parent  ("item", req_id, payload)  zero or more partial results (generate: text, at most
+                                                one message per 20 ms and request; see generation.py)
                      ("done", req_id, payload)  or ("error", req_id, code, text): exactly one, last
-Several requests may be in flight: one reader thread here routes replies to per-request queues.
+Several requests may be in flight: one reader thread here routes replies to per-request queues, and the
+child decodes up to num_parallel (config) generate requests together.
 """
 
 from __future__ import annotations

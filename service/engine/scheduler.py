@@ -6,7 +6,8 @@ one to make room. Each model serves `num_parallel` requests at a time; the rest 
 waiting requests in all, past which the caller gets Ollama's 503 text. The loader is passed in (as in
 Ollama, where tests replace it), so tests can count loads and use fake runners.
 
-keep_alive rules (spec §5): the latest request's value replaces the model's; the timer starts when the
+keep_alive rules (spec §5): the latest request's value replaces the model's (and its name and details
+replace the model's in ps, as several names may share one model file); the timer starts when the
 model's last request finishes; 0 unloads right after it; None means forever. expires_at stays unchanged
 while a request runs, and is now + keep_alive while loading and again when the model goes idle.
 """
@@ -129,6 +130,7 @@ class Scheduler:
                             and entry.active < self.num_parallel:
                         entry.active += 1
                         entry.keep_alive = keep
+                        entry.meta = meta  # ps shows the latest request's name when names share a model
                         entry.last_used = time.monotonic()
                         return Lease(self, entry, 0.0)
                     elif entry is None:

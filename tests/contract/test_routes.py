@@ -40,8 +40,11 @@ OPENAI_ROUTES = {
     ("GET", "/v1/models"): "List",
     ("GET", "/v1/models/{}"): "Show",
 }
-# rpc name -> why it has no route. None today.
-RPCS_WITHOUT_ROUTE: dict[str, str] = {}
+# rpc name -> why it has no route.
+RPCS_WITHOUT_ROUTE: dict[str, str] = {
+    "EmbedStream": "a bidirectional stream (indexing a corpus with flow control); REST has no equivalent, "
+    "REST clients send lists to POST /api/embed",
+}
 # Methods Werkzeug adds to routes by itself; they need no rule.
 # OPTIONS: on every route (CORS preflight, answered by rest_shim/guards.py before any view runs).
 # HEAD: on every route that allows GET (HTTP's GET without the body). Ollama answers HEAD only where

@@ -52,7 +52,8 @@ def llama(files):
 
 def embed(runner, inputs, **kw):
     items, final = runner.call("embed", dict({"inputs": inputs}, **kw))
-    return (np.concatenate([i["vectors"] for i in items]) if items else np.zeros((0, 0))), final
+    assert items == []  # one batch, one reply
+    return final["vectors"], final
 
 
 def test_embed_batches_keep_order(bert):
@@ -67,10 +68,12 @@ def test_embed_batches_keep_order(bert):
 def test_embed_truncation(bert):
     long = "the sky " * 400
     vec, final = embed(bert, [long])
-    assert vec.shape == (1, 64) and final["prompt_eval_count"] == 128
-    with pytest.raises(InvalidArgument) as err:
-        embed(bert, [long], truncate=False)
-    assert err.value.message == "the input length exceeds the context length"
+    assert vec.shape == (1, 64) and final["prompt_eval_count"] == 128 and final["counts"] == [128]
+    # A too-long input fails alone (per-input flags: several callers share a batch).
+    vec, final = embed(bert, ["hello", long, long], truncate=[False, False, True])
+    assert final["errors"] == {1: ("INVALID_ARGUMENT", "the input length exceeds the context length")}
+    assert final["counts"][:2] == [3, 0] and final["counts"][2] == 128
+    assert not vec[1].any() and vec[0].any() and vec[2].any()
 
 
 def test_embed_on_llama(llama):

@@ -204,3 +204,16 @@ def test_loader_error_leaves_nothing(make):
     with pytest.raises(RuntimeError):
         s.acquire("a", {}, meta("a"))
     assert s.running() == [] and s.loaded == {} and s.pending == 0
+
+
+def test_ps_shows_the_latest_requests_name(make):
+    """Names that share one model file share its runner; ps shows the name of the latest request."""
+    s = make(num_parallel=2)
+    with s.acquire("file", {}, {"name": "a:latest", "digest": "1" * 64, "details": {"family": "x"}}):
+        pass
+    with s.acquire("file", {}, {"name": "b:latest", "digest": "2" * 64, "details": {"family": "y"}}):
+        (row,) = s.running()
+        assert (row["name"], row["digest"], row["details"]) == ("b:latest", "2" * 64, {"family": "y"})
+    with s.acquire("file", {}, meta("a:latest")):
+        pass
+    assert [r["name"] for r in s.running()] == ["a:latest"]

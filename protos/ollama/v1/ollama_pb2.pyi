@@ -301,6 +301,58 @@ class EmbedResponse(_message.Message):
     metrics: Metrics
     def __init__(self, model: _Optional[str] = ..., offset: _Optional[int] = ..., embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ..., metrics: _Optional[_Union[Metrics, _Mapping]] = ...) -> None: ...
 
+class EmbedStreamConfig(_message.Message):
+    __slots__ = ("model", "truncate", "dimensions", "options", "keep_alive", "window")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATE_FIELD_NUMBER: _ClassVar[int]
+    DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    KEEP_ALIVE_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    truncate: bool
+    dimensions: int
+    options: _struct_pb2.Struct
+    keep_alive: _duration_pb2.Duration
+    window: int
+    def __init__(self, model: _Optional[str] = ..., truncate: _Optional[bool] = ..., dimensions: _Optional[int] = ..., options: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., keep_alive: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., window: _Optional[int] = ...) -> None: ...
+
+class EmbedItem(_message.Message):
+    __slots__ = ("id", "text")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    text: str
+    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
+
+class EmbedStreamRequest(_message.Message):
+    __slots__ = ("config", "items")
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    config: EmbedStreamConfig
+    items: _containers.RepeatedCompositeFieldContainer[EmbedItem]
+    def __init__(self, config: _Optional[_Union[EmbedStreamConfig, _Mapping]] = ..., items: _Optional[_Iterable[_Union[EmbedItem, _Mapping]]] = ...) -> None: ...
+
+class EmbedResult(_message.Message):
+    __slots__ = ("id", "index", "values", "error")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    index: int
+    values: _containers.RepeatedScalarFieldContainer[float]
+    error: str
+    def __init__(self, id: _Optional[str] = ..., index: _Optional[int] = ..., values: _Optional[_Iterable[float]] = ..., error: _Optional[str] = ...) -> None: ...
+
+class EmbedStreamResponse(_message.Message):
+    __slots__ = ("results", "metrics")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[EmbedResult]
+    metrics: Metrics
+    def __init__(self, results: _Optional[_Iterable[_Union[EmbedResult, _Mapping]]] = ..., metrics: _Optional[_Union[Metrics, _Mapping]] = ...) -> None: ...
+
 class EmbeddingsRequest(_message.Message):
     __slots__ = ("model", "prompt", "options", "keep_alive")
     MODEL_FIELD_NUMBER: _ClassVar[int]

@@ -90,6 +90,11 @@ class OllamaStub:
                 request_serializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.EmbedRequest.SerializeToString,
                 response_deserializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.EmbedResponse.FromString,
                 _registered_method=True)
+        self.EmbedStream = channel.stream_stream(
+                '/ollama.v1.Ollama/EmbedStream',
+                request_serializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.EmbedStreamRequest.SerializeToString,
+                response_deserializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.EmbedStreamResponse.FromString,
+                _registered_method=True)
         self.Embeddings = channel.unary_unary(
                 '/ollama.v1.Ollama/Embeddings',
                 request_serializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.EmbeddingsRequest.SerializeToString,
@@ -198,6 +203,34 @@ class OllamaServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EmbedStream(self, request_iterator, context):
+        """Embeds a stream of texts, for indexing a corpus: the client streams items (an id and a text), the
+        server streams each item's vector back as soon as the batch it was in is computed, in the order the
+        items were sent. No REST route: REST has no bidirectional streaming (REST clients use POST
+        /api/embed with a list), hence no google.api.http rule.
+
+        The first message must carry `config` and may carry items; later messages carry only items. The
+        model is loaded once and stays leased until the stream ends. Items share the server's dynamic
+        batches with every other embedding request for the same model.
+
+        Flow control: the server reads the next request message only while fewer than `window` of the
+        stream's items are unanswered (read, and their result not yet handed to gRPC), so it holds at most
+        window - 1 + (items of one message) items. A client that stops reading results thus stops the
+        server reading its items, and gRPC's flow control then holds up its sending.
+
+        Errors: a bad item does not end the stream. Its result carries its id and index and `error`
+        (Ollama's text, e.g. an item longer than the context with truncate = false) instead of values, and
+        the other items are embedded as usual. Errors of the whole stream end it with a status: an unknown
+        model (NOT_FOUND), a missing or repeated config, a bad window or a message of more than `window`
+        items (INVALID_ARGUMENT), a full queue (UNAVAILABLE), cancellation or deadline (CANCELLED,
+        DEADLINE_EXCEEDED), a runner that dies (INTERNAL).
+
+        After the client half-closes and every item is answered, a last message carries only `metrics`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Embeddings(self, request, context):
         """Legacy single, un-normalised embedding. REST: POST /api/embeddings.
         """
@@ -283,6 +316,11 @@ def add_OllamaServicer_to_server(servicer, server):
                     servicer.Embed,
                     request_deserializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.EmbedRequest.FromString,
                     response_serializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.EmbedResponse.SerializeToString,
+            ),
+            'EmbedStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.EmbedStream,
+                    request_deserializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.EmbedStreamRequest.FromString,
+                    response_serializer=corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.EmbedStreamResponse.SerializeToString,
             ),
             'Embeddings': grpc.unary_unary_rpc_method_handler(
                     servicer.Embeddings,
@@ -603,6 +641,33 @@ class Ollama:
             '/ollama.v1.Ollama/Embed',
             corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.EmbedRequest.SerializeToString,
             corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.EmbedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EmbedStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/ollama.v1.Ollama/EmbedStream',
+            corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.EmbedStreamRequest.SerializeToString,
+            corral_dot_protos_dot_ollama_dot_v1_dot_ollama__pb2.EmbedStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,
