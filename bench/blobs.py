@@ -1,8 +1,8 @@
 """Blob upload throughput: POST /api/blobs and gRPC PushBlob against the machine's own limits.
 
 Prints each upload's speed as a ratio to the slower of two raw baselines measured in the same run
-(hashlib sha256 of the file; a plain copy with fsync), target >= 0.7, and the server's peak RSS growth
-(target < 64 MiB: an upload must stream, never sit in memory).
+(hashlib sha256 of the file; a plain copy with fsync), targets REST >= 0.7 and gRPC >= 0.8, and the
+server's peak RSS growth (target < 64 MiB: an upload must stream, never sit in memory).
 """
 
 import hashlib
@@ -118,11 +118,18 @@ def main():
 
                 assert stub.PushBlob(messages()).created
 
-            for label, upload in (("REST POST /api/blobs", http_upload), ("gRPC PushBlob", grpc_upload)):
-                seconds = timed(upload)
-                assert blob.exists()
-                blob.unlink()
-                print(f"{label:22s} {gib / seconds:.2f} GiB/s  ratio to limit {limit / seconds:.2f} (target >= 0.7)")
+            cases = (("REST POST /api/blobs", http_upload, 0.7), ("gRPC PushBlob", grpc_upload, 0.8))
+            for label, upload, target in cases:
+                runs = []
+                for _ in range(2):  # best of two, as the baselines
+                    runs.append(timed(upload))
+                    assert blob.exists()
+                    blob.unlink()
+                seconds = min(runs)
+                verdict = "met" if limit / seconds >= target else "NOT met"
+                print(f"{label:22s} {gib / seconds:.2f} GiB/s  ratio to limit {limit / seconds:.2f} "
+                      f"(target >= {target}: {verdict})")
+            print(f"gRPC transport alone reaches {limit / t_wire:.2f} of the limit (the ceiling of any gRPC upload)")
             print(f"server peak RSS growth {srv.peak_mib() - base:.1f} MiB (target < 64 MiB)")
 
 

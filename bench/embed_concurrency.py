@@ -109,22 +109,24 @@ class Direct:
 
         self.llama_cpp, self.model, self.threads = llama_cpp, model, threads
         best = None
-        for n_batch in (16, 32, 64, 128, 256, 512):
-            llm = self._load(n_batch)
-            llm.embed(sample[:8])
-            seconds = min(self._time(llm, sample) for _ in range(2))
-            if best is None or seconds < best[0]:
-                if best is not None:
-                    best[2].close()
-                best = (seconds, n_batch, llm)
-            else:
-                llm.close()
+        for flash in (False, True):
+            for n_batch in (16, 32, 64, 128, 256, 512):
+                llm = self._load(n_batch, flash)
+                llm.embed(sample[:8])
+                seconds = min(self._time(llm, sample) for _ in range(2))
+                if best is None or seconds < best[0]:
+                    if best is not None:
+                        best[3].close()
+                    best = (seconds, n_batch, flash, llm)
+                else:
+                    llm.close()
         assert best is not None
-        _, self.n_batch, self.llm = best
+        _, self.n_batch, self.flash, self.llm = best
 
-    def _load(self, n_batch: int):
+    def _load(self, n_batch: int, flash: bool):
         return self.llama_cpp.Llama(str(self.model), embedding=True, n_ctx=0, n_batch=n_batch, n_ubatch=n_batch,
-                                    n_threads=self.threads, n_threads_batch=self.threads, verbose=False)
+                                    n_threads=self.threads, n_threads_batch=self.threads, flash_attn=flash,
+                                    verbose=False)
 
     def vectors(self, inputs: list[str]) -> np.ndarray:
         v = np.asarray(self.llm.embed(inputs), dtype=np.float32)
@@ -368,7 +370,7 @@ def main() -> int:
         direct = Direct(model, args.threads, inputs)
         tokens = np.mean([len(direct.llm.tokenize(t.encode())) for t in inputs])
         print(f"all-MiniLM-L6-v2 F16, {args.threads} threads, texts of ~{tokens:.0f} tokens, load average "
-              f"{os.getloadavg()[0]:.1f}; llama-cpp-python's best n_batch: {direct.n_batch}", flush=True)
+              f"{os.getloadavg()[0]:.1f}; llama-cpp-python's best: n_batch={direct.n_batch} flash_attn={direct.flash}", flush=True)
         rows: dict[str, list[dict]] = {c: [] for c in cases}
         rss: list[float] = []
         with corral_server() as server:
@@ -433,7 +435,7 @@ def main() -> int:
         growth = max(rss)
         print(f"server RSS growth during EmbedStream: {growth:.1f} MiB (largest of {len(rss)} rounds), target < 64 MiB: "
               f"{'met' if growth < 64 else 'NOT met'}; server + forkserver + runner RSS at the end: {loaded_rss:.0f} MiB")
-    print(f"limit: llama-cpp-python, one list, n_batch={direct.n_batch}")
+    print(f"limit: llama-cpp-python, one list, n_batch={direct.n_batch}, flash_attn={direct.flash}")
     return 0
 
 

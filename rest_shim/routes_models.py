@@ -7,7 +7,6 @@ keyed by the bytes themselves: a repeat costs the gRPC call and a dictionary loo
 """
 
 import contextlib
-import queue
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from corral.rest_shim.client import client, stub
 from corral.rest_shim.errors import HTTPError
 from corral.rest_shim.jsonenc import dumpb
 from corral.rest_shim.streaming import json_bytes_response, json_response, ndjson
+from corral.store.prefetch import Prefetch
 
 bp = Blueprint("models", __name__)
 
@@ -173,50 +173,16 @@ class _BodyReader:
     the body: a client still sending its upload when the service answers early (the blob is already
     stored) must see our answer, not a connection reset."""
 
-    _END = object()
-
     def __init__(self, source):
         self.source = source
-        self.queue: queue.Queue = queue.Queue(maxsize=2)
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="blob-body", daemon=True)
-        self.thread.start()
-
-    def _put(self, item) -> bool:
-        while not self.stopped.is_set():
-            try:
-                self.queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _run(self) -> None:
-        try:
-            while not self.stopped.is_set():
-                chunk = _read_full(self.source, BLOB_CHUNK)
-                if not self._put(chunk) or not chunk:
-                    return
-        except Exception as exc:  # the client went away: the upload ends short (a digest mismatch)
-            self._put(exc)
+        self.ahead = Prefetch(iter(lambda: _read_full(source, BLOB_CHUNK), b""), name="blob-body")
 
     def chunks(self):
-        while True:
-            item = self.queue.get()
-            if isinstance(item, Exception):
-                raise item
-            if not item:
-                return
-            yield item
+        return iter(self.ahead)
 
     def stop(self) -> None:
-        self.stopped.set()
-        while True:
-            try:
-                self.queue.get_nowait()
-            except queue.Empty:
-                break
-        self.thread.join()
+        self.ahead.close()
+        self.ahead.join()
         try:
             while self.source.read(BLOB_CHUNK):
                 pass

@@ -30,6 +30,7 @@ from typing import BinaryIO
 from corral.store.digests import digest_from_filename, file_digest, parse_digest
 from corral.store.errors import InvalidArgument, NotFound, ResourceExhausted
 from corral.store.paths import FILE_MODE, StorePaths
+from corral.store.prefetch import Prefetch
 
 BUFFER_SIZE = 1 << 20
 
@@ -72,57 +73,6 @@ def _coalesce(chunks: Iterable[bytes | memoryview]) -> Iterable[bytes | memoryvi
             pending.clear()
     if pending:
         yield bytes(pending)
-
-
-class _Prefetch:
-    """Pulls an iterator on its own thread, at most `depth` items ahead; re-raises its errors in order.
-    close() drops what was fetched and lets the thread end at its next item (it is not waited for: it
-    may be waiting for a client that is still sending, until the call ends)."""
-
-    _END = object()
-
-    def __init__(self, items: Iterable, depth: int = 2):
-        self.items = iter(items)
-        self.queue: queue.Queue = queue.Queue(maxsize=depth)
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="blob-prefetch", daemon=True)
-        self.thread.start()
-
-    def _put(self, item) -> bool:
-        while not self.stopped.is_set():
-            try:
-                self.queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _run(self) -> None:
-        try:
-            for item in self.items:
-                if not self._put(item):
-                    return
-        except BaseException as exc:  # handed to the consumer, raised there
-            self._put((self._END, exc))
-            return
-        self._put((self._END, None))
-
-    def __iter__(self):
-        while True:
-            item = self.queue.get()
-            if type(item) is tuple and item and item[0] is self._END:
-                if item[1] is not None:
-                    raise item[1]
-                return
-            yield item
-
-    def close(self) -> None:
-        self.stopped.set()
-        while True:
-            try:
-                self.queue.get_nowait()
-            except queue.Empty:
-                break
 
 
 class _HashWorker:
@@ -233,7 +183,7 @@ class BlobStore:
             expected = parse_digest(expected)
         fd, tmp = self._create_temp()
         hasher, worker = hashlib.sha256(), None
-        source = _Prefetch(chunks) if prefetch else None
+        source = Prefetch(chunks, name="blob-prefetch") if prefetch else None
         try:
             try:
                 for buf in _coalesce(source if source is not None else chunks):

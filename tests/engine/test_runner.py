@@ -61,7 +61,12 @@ def test_embed_batches_keep_order(bert):
     together, final = embed(bert, texts)
     assert together.shape == (301, 64) and together.dtype == np.float32
     alone = np.concatenate([embed(bert, [t])[0] for t in (texts[0], texts[150], texts[-1])])
-    np.testing.assert_allclose(together[[0, 150, -1]], alone, atol=1e-4)
+    # Flash attention accumulates in F16, so a packed batch differs from a lone input in the last digits:
+    # the bar is cosine >= 0.9999, and each value stays close too.
+    picked = together[[0, 150, -1]]
+    cosine = (picked * alone).sum(1) / np.linalg.norm(picked, axis=1) / np.linalg.norm(alone, axis=1)
+    assert cosine.min() >= 0.9999
+    np.testing.assert_allclose(picked, alone, atol=3e-3)
     assert final["prompt_eval_count"] > 301
 
 
