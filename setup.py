@@ -11,4 +11,6 @@ FOLDERS = ("protos", "store", "service", "rest_shim")
 setup(
     package_dir={f"corral.{folder}": folder for folder in FOLDERS},
     packages=[f"corral.{pkg}" for pkg in find_packages(include=[p for f in FOLDERS for p in (f, f + ".*")])],
+    # The known chat templates (Go templates, their parameters, the reference Jinja templates).
+    package_data={"corral.service.prompt.known": ["*.gotmpl", "*.json"]},
 )

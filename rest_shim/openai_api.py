@@ -261,6 +261,15 @@ def _calls_out(calls) -> list[dict]:
     return out
 
 
+def _logprobs_out(entries) -> list[dict]:
+    """Ollama's logprobs (pb.Logprob) as OpenAI's choices[].logprobs.content entries."""
+
+    def one(lp) -> dict:
+        return {"token": lp.token, "logprob": lp.logprob, "bytes": list(lp.token_bytes) or None}
+
+    return [{**one(lp), "top_logprobs": [one(t) for t in lp.top_logprobs]} for lp in entries]
+
+
 def _finish(reason: str, tool_calls: bool) -> str | None:
     if not reason:
         return None
@@ -276,11 +285,12 @@ def chat_completions():
     ident, created = _new_id("chatcmpl"), int(time.time())
     head = {"id": ident, "created": created, "model": req.model, "system_fingerprint": FINGERPRINT}
     if not stream:
-        content, reasoning, calls, last = [], [], [], None
+        content, reasoning, calls, logprobs, last = [], [], [], [], None
         for m in call:
             content.append(m.message.content)
             reasoning.append(m.message.thinking)
             calls.extend(m.message.tool_calls)
+            logprobs.extend(m.logprobs)
             last = m
         message: dict = {"role": "assistant", "content": "".join(content)}
         if any(reasoning):
@@ -289,7 +299,8 @@ def chat_completions():
             message["tool_calls"] = _calls_out(calls)
         reason = _finish(last.done_reason if last else "stop", bool(calls))
         return _json({**head, "object": "chat.completion",
-                      "choices": [{"index": 0, "message": message, "finish_reason": reason}],
+                      "choices": [{"index": 0, "message": message, "finish_reason": reason,
+                                   "logprobs": {"content": _logprobs_out(logprobs)} if req.logprobs else None}],
                       "usage": _usage(last.metrics) if last else _usage(pb.Metrics())})
     return _event_stream(call, lambda m, sent: _chat_chunk(head, m, sent), include_usage,
                          lambda usage: {**head, "object": "chat.completion.chunk", "choices": [], "usage": usage})
@@ -302,8 +313,10 @@ def _chat_chunk(head: dict, m: pb.ChatResponse, tool_calls_sent: bool) -> dict:
     if m.message.tool_calls:
         delta["tool_calls"] = _calls_out(m.message.tool_calls)
     reason = _finish(m.done_reason if m.done else "", tool_calls_sent or bool(m.message.tool_calls))
-    return {**head, "object": "chat.completion.chunk",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": reason}]}
+    choice: dict = {"index": 0, "delta": delta, "finish_reason": reason}
+    if m.logprobs:
+        choice["logprobs"] = {"content": _logprobs_out(m.logprobs)}
+    return {**head, "object": "chat.completion.chunk", "choices": [choice]}
 
 
 def _event_stream(call, chunk, include_usage: bool, usage_chunk) -> Response:

@@ -20,6 +20,7 @@ from corral.rest_shim.errors import HTTPError
 from corral.rest_shim.streaming import json_response, ndjson
 
 bp = Blueprint("inference", __name__)
+THINK_LEVELS = ("high", "medium", "low", "max")
 _F32 = "{:.9g}".format  # nine significant digits: the shortest format that round-trips any float32
 
 
@@ -48,9 +49,12 @@ def _think(body: dict) -> str:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, str):
+    if isinstance(value, str) and value in THINK_LEVELS:
         return value
-    raise HTTPError(400, f"invalid think value: {json.dumps(value)}")
+    if isinstance(value, str):  # Ollama's api.ThinkValue texts ("true" as a string is no boolean)
+        raise HTTPError(400, f'invalid think value: {json.dumps(value)} (must be "high", "medium", "low", "max", '
+                             "true, or false)")
+    raise HTTPError(400, 'think must be a boolean or string ("high", "medium", "low", "max", true, or false)')
 
 
 def _images(body: dict, key: str = "images") -> list[bytes]:
@@ -147,16 +151,37 @@ def _generate_json(m) -> dict:
     if m.thinking:
         out["thinking"] = m.thinking
     out["done"] = m.done
-    return _final(out, m, True)
+    return _logprobs(_final(out, m, True), m)
+
+
+def _logprobs(out: dict, m) -> dict:
+    """Ollama's `logprobs` list (api.Logprob): token, logprob, bytes as byte values (omitted when empty),
+    top_logprobs when asked for."""
+    if m.logprobs:
+        out["logprobs"] = [_token_logprob(lp, lp.top_logprobs) for lp in m.logprobs]
+    return out
+
+
+def _token_logprob(lp, top=()) -> dict:
+    d: dict = {"token": lp.token, "logprob": lp.logprob}
+    if lp.token_bytes:
+        d["bytes"] = list(lp.token_bytes)
+    if top:
+        d["top_logprobs"] = [_token_logprob(t) for t in top]
+    return d
 
 
 def _merge(key: str):
-    """stream:false: the last object, with the text pieces (and thinking) concatenated."""
+    """stream:false: the last object, with the text pieces (and thinking, tool calls, logprobs)
+    concatenated."""
 
     def merge(lines: list[dict]) -> dict:
         if not lines:
             return {}
         out = dict(lines[-1])
+        logprobs = [lp for line in lines for lp in line.get("logprobs", ())]
+        if logprobs:
+            out["logprobs"] = logprobs
         if key == "response":
             out["response"] = "".join(line.get("response", "") for line in lines)
             thinking = "".join(line.get("thinking", "") for line in lines)
@@ -166,6 +191,9 @@ def _merge(key: str):
             thinking = "".join(line["message"].get("thinking", "") for line in lines)
             if thinking:
                 message["thinking"] = thinking
+            calls = [call for line in lines for call in line["message"].get("tool_calls", ())]
+            if calls:
+                message["tool_calls"] = calls
             out["message"] = message
             return out
         if thinking:
@@ -191,7 +219,10 @@ def generate():
     req.context.extend(context)
     _flags(req, body)
     _common(req, body)
-    return ndjson(stub().Generate(req), _generate_json, b.stream_flag(body), merge=_merge("response"))
+    # An empty prompt only loads (or, with keep_alive 0, unloads) the model: Ollama answers that with one
+    # application/json object whatever `stream` says.
+    stream = b.stream_flag(body) and bool(req.prompt)
+    return ndjson(stub().Generate(req), _generate_json, stream, merge=_merge("response"))
 
 
 def _chat_message(d) -> pb.Message:
@@ -208,7 +239,7 @@ def _chat_message(d) -> pb.Message:
 def _chat_json(m) -> dict:
     out = {"model": m.model, "created_at": translate.rfc3339(m.created_at, utc=True),
            "message": translate.message(m.message), "done": m.done}
-    return _final(out, m, False)
+    return _logprobs(_final(out, m, False), m)
 
 
 @bp.route("/api/chat", methods=["POST"])
@@ -222,4 +253,5 @@ def chat():
         req.tools.append(b.to_struct(tool))
     _flags(req, body)
     _common(req, body)
-    return ndjson(stub().Chat(req), _chat_json, b.stream_flag(body), merge=_merge("message"))
+    stream = b.stream_flag(body) and bool(req.messages)  # no messages: the load/unload reply, one object
+    return ndjson(stub().Chat(req), _chat_json, stream, merge=_merge("message"))

@@ -63,8 +63,8 @@ def message_dict(m: pb.Message) -> dict:
 
 
 def message_proto(m: dict) -> pb.Message:
-    """A message of a response (chat's reply, show's seeded messages): role and content are all any of
-    them carries (service/api/unused_fields.py)."""
+    """A message of a response (chat's reply, show's seeded messages): role and content; chat_response
+    adds the reply's thinking and tool_calls (service/api/unused_fields.py lists what none carries)."""
     return pb.Message(role=m["role"], content=m["content"])
 
 
@@ -168,7 +168,8 @@ def generate_request_dict(request: pb.GenerateRequest) -> dict:
         "template": optional(request, "template"), "context": list(request.context), "raw": request.raw,
         "format": request.format, "options": options(request),
         "keep_alive": duration_to_seconds(request, "keep_alive"), "think": request.think,
-        "truncate": optional(request, "truncate"), "top_logprobs": request.top_logprobs,
+        "truncate": optional(request, "truncate"), "shift": optional(request, "shift"),
+        "logprobs": request.logprobs, "top_logprobs": request.top_logprobs,
     }
 
 
@@ -178,14 +179,25 @@ def chat_request_dict(request: pb.ChatRequest) -> dict:
         "model": request.model, "messages": [message_dict(m) for m in request.messages],
         "tools": [struct_to_dict(t) for t in request.tools], "format": request.format,
         "options": options(request), "keep_alive": duration_to_seconds(request, "keep_alive"),
-        "think": request.think, "truncate": optional(request, "truncate"),
-        "top_logprobs": request.top_logprobs,
+        "think": request.think, "truncate": optional(request, "truncate"), "shift": optional(request, "shift"),
+        "logprobs": request.logprobs, "top_logprobs": request.top_logprobs,
     }
 
 
+def logprob_messages(entries) -> list[pb.Logprob]:
+    """The runner's logprob entries ({"token", "logprob", "bytes", "top_logprobs"?}) as protobuf."""
+    return [pb.Logprob(token=e["token"], logprob=e["logprob"], token_bytes=e["bytes"],
+                       top_logprobs=[pb.TokenLogprob(token=t["token"], logprob=t["logprob"], token_bytes=t["bytes"])
+                                     for t in e.get("top_logprobs") or ()])
+            for e in entries]
+
+
 def generate_response(model: str, item: dict) -> pb.GenerateResponse:
-    """One streamed generate dict ({"response", "done"}, the last with done_reason, context, metrics)."""
-    out = pb.GenerateResponse(model=model, created_at=timestamp(), response=item["response"], done=item["done"])
+    """One streamed generate dict ({"response", "done"}, maybe "thinking" and "logprobs"; the last with
+    done_reason, context, metrics)."""
+    out = pb.GenerateResponse(model=model, created_at=timestamp(), response=item["response"], done=item["done"],
+                              thinking=item.get("thinking") or "",
+                              logprobs=logprob_messages(item.get("logprobs") or ()))
     if item["done"]:
         out.done_reason = item["done_reason"]
         out.context.extend(item.get("context") or [])
@@ -194,9 +206,13 @@ def generate_response(model: str, item: dict) -> pb.GenerateResponse:
 
 
 def chat_response(model: str, item: dict) -> pb.ChatResponse:
-    """One streamed chat dict ({"content", "done"}, the last with done_reason and metrics)."""
-    out = pb.ChatResponse(model=model, created_at=timestamp(), done=item["done"],
-                          message=message_proto({"role": "assistant", "content": item["content"]}))
+    """One streamed chat dict ({"content", "done"}, maybe "thinking", "tool_calls" and "logprobs"; the
+    last with done_reason and metrics)."""
+    message = message_proto({"role": "assistant", "content": item["content"]})
+    message.thinking = item.get("thinking") or ""
+    message.tool_calls.extend(dict_to_struct(call) for call in item.get("tool_calls") or ())
+    out = pb.ChatResponse(model=model, created_at=timestamp(), done=item["done"], message=message,
+                          logprobs=logprob_messages(item.get("logprobs") or ()))
     if item["done"]:
         out.done_reason = item["done_reason"]
         out.metrics.CopyFrom(metrics_message(item))

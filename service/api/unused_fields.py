@@ -14,13 +14,6 @@ protos/ollama/v1/ollama.proto must carry the same text as "Unused: <reason>".
 NOT_YET = "not implemented yet (issue: Chat, complete)"
 
 UNUSED_FIELDS: dict[str, str] = {
-    "ollama.v1.GenerateRequest.shift": NOT_YET,
-    "ollama.v1.GenerateRequest.logprobs": NOT_YET,
-    "ollama.v1.ChatRequest.shift": NOT_YET,
-    "ollama.v1.ChatRequest.logprobs": NOT_YET,
-    "ollama.v1.GenerateResponse.thinking": NOT_YET,
-    "ollama.v1.Message.thinking": "never set in responses, " + NOT_YET,
-    "ollama.v1.Message.tool_calls": "never set in responses, " + NOT_YET,
     "ollama.v1.Message.images": "request-only: no response message (chat reply, show's seeded messages) "
     "carries images",
     "ollama.v1.Message.tool_name": 'request-only: clients set it on role "tool" messages',

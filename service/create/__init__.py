@@ -14,7 +14,7 @@ from corral.service.convert import convert
 from corral.service.convert.adapters import validate_adapter
 from corral.service.convert.quantize import normalize_type, quantize
 from corral.service.create.creator import Creator, Pull
-from corral.service.prompt import templates
+from corral.service.prompt import known, templates
 from corral.store.models import ModelStore
 
 __all__ = ["Creator", "build_creator"]
@@ -23,4 +23,11 @@ __all__ = ["Creator", "build_creator"]
 def build_creator(store: ModelStore, pull: Pull) -> Creator:
     """The Creator of a server: `pull` fetches a missing `from` model (Transfer.pull_progress)."""
     return Creator(store, validate_template=templates.validate, normalize_quant_type=normalize_type,
-                   quantize=quantize, convert=convert, validate_adapter=validate_adapter, pull=pull)
+                   quantize=quantize, convert=convert, validate_adapter=validate_adapter, pull=pull,
+                   detect_template=detect_template)
+
+
+def detect_template(jinja: str) -> tuple[str, str, dict] | None:
+    """A GGUF's Jinja chat template -> the closest known family's (name, Go template, parameters)."""
+    found = known.named(jinja)
+    return None if found is None else (found.name, found.template, dict(found.parameters))

@@ -35,7 +35,15 @@ from corral.service.convert.quantize import SOURCE_TYPES
 from corral.service.create import request
 from corral.service.create.layers import Layers, config_layer, gguf_config, inherit, old_digests, text_layers
 from corral.store.errors import Internal, InvalidArgument, NotFound
-from corral.store.manifests import MEDIA_TYPE_ADAPTER, MEDIA_TYPE_MODEL, Layer, Manifest
+from corral.store.gocompat import go_json
+from corral.store.manifests import (
+    MEDIA_TYPE_ADAPTER,
+    MEDIA_TYPE_MODEL,
+    MEDIA_TYPE_PARAMS,
+    MEDIA_TYPE_TEMPLATE,
+    Layer,
+    Manifest,
+)
 from corral.store.models import ModelStore
 from corral.store.names import Name, require_name
 from corral.store.prune import noprune
@@ -98,6 +106,9 @@ class Creator:
     convert: Convert
     validate_adapter: Callable[[Path, Path], None]
     pull: Pull
+    # Template autodetection: a GGUF's Jinja chat template -> (family name, Go template, parameters), or
+    # None when no known family matches (service/prompt/known). None: no detection.
+    detect_template: Callable[[str], tuple[str, str, dict] | None] | None = None
 
     def create(self, req: dict, cancel: threading.Event | None = None) -> Iterator[dict]:
         """Validates `req` (Ollama's JSON create request, plus `insecure` for the pull of a missing base)
@@ -206,6 +217,8 @@ class Creator:
                 layers.append(Layer(source.media_type, source.digest, source.size), created=False)
             if plan.quantize:
                 yield from self._quantize(plan, layers)
+            if plan.from_name is None and not plan.template:
+                self._detect_template(layers)
             from_ggufs = gguf_config(store, layers)
             text_layers(store, layers, plan.template, plan.system, plan.licenses, plan.parameters, plan.messages)
             config_blob = config_layer(layers, {**from_ggufs, **config})
@@ -216,6 +229,26 @@ class Creator:
             store.manifests.write(plan.name, Manifest(config_blob, [layer for layer, _ in layers.entries]))
             store.prune(layers.removed + ([] if noprune() else old))
         yield {"status": "success"}
+
+    def _detect_template(self, layers: Layers) -> None:
+        """Ollama's template autodetection for a model made from files without a TEMPLATE: the first model
+        GGUF whose `tokenizer.chat_template` matches a known family adds that family's Go template (status
+        "using autodetected template <name>") and a params layer with its stop strings, which the
+        request's parameters are then merged over. An unknown template adds nothing: chat renders the
+        GGUF's own Jinja template."""
+        if self.detect_template is None or layers.of_type(MEDIA_TYPE_TEMPLATE):
+            return
+        for model in layers.of_type(MEDIA_TYPE_MODEL):
+            jinja = self.store.gguf(model.digest).chat_template
+            found = self.detect_template(jinja) if jinja else None
+            if found is None:
+                continue
+            name, text, parameters = found
+            layer, _ = layers.write(text.encode("utf-8"), MEDIA_TYPE_TEMPLATE)
+            layers.entries.append((layer, f"using autodetected template {name}"))
+            if parameters:
+                layers.add_blob(go_json(parameters), MEDIA_TYPE_PARAMS)
+            return
 
     def _convert(self, plan: _Plan, conversion: _Conversion, layers: Layers) -> Iterator[dict]:
         """Finishes the conversion started during validation; its GGUF becomes the model layer."""

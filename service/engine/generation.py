@@ -34,6 +34,7 @@ from collections.abc import Callable
 import llama_cpp
 from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 
+from corral.service.engine.logprobs import logprobs_at
 from corral.service.engine.worker import RequestError
 
 TOO_LONG = "the input length exceeds the context length"
@@ -123,6 +124,9 @@ class Sampler:
 class Stream:
     """One generate request: its tokens, sampler, stop strings, text streaming and metrics."""
 
+    shift = True  # context shift allowed (Generator.submit sets both from the request)
+    num_keep = 0
+
     def __init__(self, req_id: int, tokens: list[int], opts: dict, order: int):
         self.req_id = req_id
         self.tokens = tokens
@@ -140,6 +144,9 @@ class Stream:
         self.start = self.first = 0.0
         self.out: list[str] = []
         self.flushed = 0.0
+        # logprobs: the entries of tokens not sent yet (None: not asked); top_logprobs: alternatives each
+        self.logprobs: list[dict] | None = None
+        self.top_logprobs = 0
 
     def accept(self, token: int, eog: bool, piece: bytes, n_ctx: int, reply: Reply) -> bool:
         """Takes one sampled token; True when the request is finished (its reason set)."""
@@ -164,13 +171,18 @@ class Stream:
             self.pending = self.pending[len(self.pending) - keep:]
             if now - self.flushed >= FLUSH_SECONDS:
                 self.flush(reply, now)
-        if 0 < self.num_predict <= len(self.generated) or len(self.tokens) + len(self.generated) >= n_ctx:
+        if 0 < self.num_predict <= len(self.generated):  # a full context is the generator's (_shift)
             self.reason = "length"
             return True
         return False
 
     def flush(self, reply: Reply, now: float) -> None:
-        if self.out:
+        if self.logprobs:  # with logprobs an item is {"text", "logprobs"} (see logprobs.py)
+            reply(("item", self.req_id, {"text": "".join(self.out), "logprobs": self.logprobs}))
+            self.out.clear()
+            self.logprobs = []
+            self.flushed = now
+        elif self.out:
             reply(("item", self.req_id, "".join(self.out)))
             self.out.clear()
             self.flushed = now
@@ -200,7 +212,8 @@ class Stream:
 
 
 class Slot:
-    """One sequence of the context. Invariant while serving: cached + feed == stream.tokens + generated."""
+    """One sequence of the context. Invariant while serving: cached + feed == stream.tokens + generated,
+    less what a context shift dropped (Generator._shift)."""
 
     def __init__(self, seq_id: int):
         self.seq_id = seq_id
@@ -225,6 +238,7 @@ class Generator:
         self.reply = reply
         self.n_batch = int(llama.n_batch)
         self.vocab = llama_cpp.llama_model_get_vocab(llama.model)
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
         self.memory = llama_cpp.llama_get_memory(llama.ctx)
         self.slots = [Slot(i) for i in range(max(1, n_parallel))]
         self.waiting: deque[Stream] = deque()
@@ -263,14 +277,22 @@ class Generator:
     # -- requests ------------------------------------------------------------------------------------
 
     def submit(self, req_id: int, payload: dict) -> None:
-        """Queues one request (payload: prompt, context, options, format, truncate, add_bos); raises
-        RequestError for a request that cannot run. It starts at the next step with a free slot."""
+        """Queues one request (payload: prompt, context, options, format, truncate, add_bos, logprobs,
+        top_logprobs); raises RequestError for a request that cannot run. It starts at the next step
+        with a free slot."""
         opts = payload.get("options") or {}
         tokens = self.prompt_tokens(payload, opts)
         if not tokens:
             raise RequestError("INVALID_ARGUMENT", "prompt is empty")
         stream = Stream(req_id, tokens, opts, next(self._order))
+        # Context shift (see _shift): `shift: false` ends the request at a full context instead; num_keep
+        # tokens at the start are never dropped (negative: the whole prompt), at most n_ctx - 1.
+        stream.shift = payload.get("shift") is not False
+        keep = int(opts.get("num_keep", 4))
+        stream.num_keep = min(len(tokens) if keep < 0 else keep, self.n_ctx - 1)
         last_n = int(opts.get("repeat_last_n", 64))
+        if payload.get("logprobs"):
+            stream.logprobs, stream.top_logprobs = [], max(0, int(payload.get("top_logprobs") or 0))
         stream.sampler = Sampler(self.llama.model, opts, make_grammar(payload.get("format")), stream.seed,
                                  self.n_ctx if last_n < 0 else last_n)
         stream.start = time.perf_counter()
@@ -398,10 +420,39 @@ class Generator:
                 continue
             token = stream.sampler.sample(self.llama.ctx, row)
             eog = bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
+            if stream.logprobs is not None and not eog:
+                stream.logprobs.append(logprobs_at(self.llama.ctx, row, self.n_vocab, token, stream.top_logprobs,
+                                                   self.piece))
             if stream.accept(token, eog, b"" if eog else self.piece(token), self.n_ctx, self.reply):
                 self._finish(slot)
             else:
                 slot.feed = [token]
+                if len(slot.cached) + 1 > self.n_ctx and not self._shift(slot):
+                    stream.reason = "length"
+                    self._finish(slot)
+
+    def _shift(self, slot: Slot) -> bool:
+        """The sequence's context is full: drop the oldest half of what follows its first num_keep tokens
+        from its KV cells and move the rest back (Ollama's context shift), so generation goes on until
+        num_predict. Only this sequence's cells move (llama_memory_seq_rm/seq_add on its seq id). A
+        memory that cannot shift positions has the kept tokens evaluated again. False when the request
+        asked for no shift (or nothing can be dropped): it then ends with "length"."""
+        stream = slot.stream
+        if stream is None or not stream.shift:
+            return False
+        keep, n = stream.num_keep, len(slot.cached)
+        discard = max(max((self.n_ctx - keep) // 2, 1) - (self.n_ctx - n), 0)  # Ollama's ShiftDiscard
+        if discard <= 0 or keep + discard > n:
+            return False
+        kept = slot.cached[:keep] + slot.cached[keep + discard:]
+        if llama_cpp.llama_memory_can_shift(self.memory) and llama_cpp.llama_memory_seq_rm(
+                self.memory, slot.seq_id, keep, keep + discard):
+            llama_cpp.llama_memory_seq_add(self.memory, slot.seq_id, keep + discard, -1, -discard)
+            slot.cached = kept
+        else:
+            llama_cpp.llama_memory_seq_rm(self.memory, slot.seq_id, 0, -1)
+            slot.cached, slot.feed = [], kept + slot.feed
+        return True
 
     def _finish(self, slot: Slot) -> None:
         stream = slot.stream

@@ -9,14 +9,17 @@ streaming, then one {"done": True, "done_reason", metrics...}; service/api/infer
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Iterator
 
 from corral.service.engine.engine import Engine, keep_alive_arg
 from corral.service.engine.options import sampling_options
+from corral.service.engine.output import Output, default_think, logprob_fields, template_of, template_think
 from corral.service.prompt import prompts
 from corral.service.prompt.capabilities import model_capabilities
+from corral.service.prompt.truncate import fit_messages
 from corral.store.errors import InvalidArgument, NotFound
 from corral.store.names import parse_name
 
@@ -52,9 +55,17 @@ def _metrics(start: float, load: float, final: dict) -> dict:
     }
 
 
-def _stream(engine: Engine, spec, merged: dict, keep, payload: dict, cancel, key: str, start: float) -> Iterator[dict]:
+def _stream(engine: Engine, spec, merged: dict, keep, payload: dict, cancel, key: str, start: float,
+            prepare=None) -> Iterator[dict]:
+    """prepare(runner, payload), when given, completes the payload on the leased runner (chat truncation)."""
     payload["options"] = sampling_options(merged)
+    asked = time.perf_counter()
     with engine.lease(spec, merged, keep, cancel) as lease:
+        # load_duration is the scheduling step (waiting for, and maybe loading, the runner), as in Ollama:
+        # never zero, also for a model that was already loaded.
+        load = max(lease.load_seconds, time.perf_counter() - asked, 1e-9)
+        if prepare is not None:
+            prepare(lease.runner, payload)
         gen = lease.runner.request("generate", payload, cancel)
         try:
             while True:
@@ -66,7 +77,6 @@ def _stream(engine: Engine, spec, merged: dict, keep, payload: dict, cancel, key
                 yield {key: piece, "done": False}
         finally:
             gen.close()
-        load = lease.load_seconds
     done = {key: "", "done": True, "done_reason": final["done_reason"], **_metrics(start, load, final)}
     done["context"] = final.get("context", [])
     yield done
@@ -114,12 +124,14 @@ def generate(engine: Engine, req: dict, cancel=None) -> Iterator[dict]:
     else:
         messages = prompts.generate_messages(spec, prompt, req.get("system"), bool(context))
         text = prompts.render(spec, messages, template=req.get("template"), suffix=req.get("suffix") or "",
-                              prompt=prompt, think=None if think in THINK_OFF else think)
+                              prompt=prompt, think=template_think(think))
     payload = {"prompt": text, "context": context, "format": fmt, "truncate": req.get("truncate"),
-               "add_bos": not prompts.bos_in_text(spec, text)}
+               "shift": req.get("shift"), "add_bos": not prompts.bos_in_text(spec, text)}
     merged = engine.options(spec, req.get("options"))
     keep_alive = keep_alive_arg(req.get("keep_alive"))
-    for item in _stream(engine, spec, merged, keep_alive, payload, cancel, "response", start):
+    payload.update(logprob_fields(req))
+    out = Output.for_request("response", template_of(spec, req.get("template")), text, think)
+    for item in out.shape(_stream(engine, spec, merged, keep_alive, payload, cancel, "response", start)):
         if item["done"] and raw:
             item.pop("context", None)
         yield item
@@ -128,9 +140,28 @@ def generate(engine: Engine, req: dict, cancel=None) -> Iterator[dict]:
 def _think_and_format(name: str, req: dict, caps) -> tuple[str, str]:
     """The checks generate and chat share once capabilities are known: thinking, then the format."""
     think = req.get("think") or ""
+    if think not in ("true", "false", "high", "medium", "low", "max", ""):
+        raise InvalidArgument(f'invalid think value: "{think}" '
+                              '(must be "high", "medium", "low", "max", true, or false)')
     if think not in THINK_OFF and "thinking" not in caps:
         raise InvalidArgument(f'"{name}" does not support thinking')
-    return think, check_format(req.get("format") or "")
+    return default_think(think, caps), check_format(req.get("format") or "")
+
+
+def _fit_chat(spec, convo: list[dict], render, runner, payload: dict) -> None:
+    """Ollama's chat truncation (service/prompt/truncate.py) against the loaded runner's context and
+    tokenizer: the prompt keeps the system messages and the most recent whole turns that fit."""
+    limit = int((getattr(runner, "info", None) or {}).get("n_ctx") or 0) - 1  # room for one new token
+    text = payload["prompt"]
+    if limit <= 0 or len(text.encode("utf-8")) + 2 <= limit:  # a token is at least one byte (+ BOS/EOS)
+        return
+
+    def count(candidate: str) -> int:
+        _, final = runner.call("tokenize", {"texts": [candidate], "add_bos": not prompts.bos_in_text(spec, candidate)})
+        return int(final["counts"][0])
+
+    _, text = fit_messages(convo, render, count, limit, text)
+    payload["prompt"], payload["add_bos"] = text, not prompts.bos_in_text(spec, text)
 
 
 def chat(engine: Engine, req: dict, cancel=None) -> Iterator[dict]:
@@ -155,10 +186,21 @@ def chat(engine: Engine, req: dict, cancel=None) -> Iterator[dict]:
         yield from _load_or_unload(engine, spec, req, "content", cancel)
         return
     convo = prompts.chat_messages(spec, messages)
-    text = prompts.render(spec, convo, tools=req.get("tools") or None, think=None if think in THINK_OFF else think)
+    tools, think_value = req.get("tools") or None, template_think(think)
+
+    def render(msgs: list[dict]) -> str:
+        return prompts.render(spec, msgs, tools=tools, think=think_value)
+
+    text = render(convo)
     payload: dict = {"prompt": text, "context": [], "format": fmt, "truncate": req.get("truncate"),
-               "add_bos": not prompts.bos_in_text(spec, text)}
+               "shift": req.get("shift"), "add_bos": not prompts.bos_in_text(spec, text)}
+    # Longer than the context: drop the oldest turns (truncate=false: the runner refuses it instead).
+    prepare = None if req.get("truncate") is False else functools.partial(_fit_chat, spec, convo, render)
     merged = engine.options(spec, req.get("options"))
-    for item in _stream(engine, spec, merged, keep_alive_arg(req.get("keep_alive")), payload, cancel, "content", start):
+    payload.update(logprob_fields(req))
+    out = Output.for_request("content", template_of(spec), text, think, tools)
+    stream = _stream(engine, spec, merged, keep_alive_arg(req.get("keep_alive")), payload, cancel, "content", start,
+                     prepare)
+    for item in out.shape(stream):
         item.pop("context", None)
         yield item

@@ -106,9 +106,12 @@ class Model:
         # Flash attention (llama.cpp's automatic choice) skips the other sequences' cells of that cache.
         # Unified, because llama.cpp's per-sequence KV streams (kv_unified=False) split a mixed batch into
         # many small ones: measured 66 ms instead of 3.1 ms per step of four sequences here.
+        # An encoder gets flash attention too: it lets the embedder pack many inputs per decode (the
+        # masked attention over a packed batch is what made packing slow; embedding.py has the figures).
         self.n_parallel = 1 if embedding else max(1, int(config.get("num_parallel", 1)))
-        params = {} if embedding else {"n_seq_max": self.n_parallel, "kv_unified": True,
-                                       "flash_attn_type": llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO}
+        params: dict = {"flash_attn_type": llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO}
+        if not embedding:
+            params.update(n_seq_max=self.n_parallel, kv_unified=True)
         adapters = list(config.get("adapters") or [])
         try:
             with _context_params(**params):
@@ -162,6 +165,10 @@ class Model:
             finally:
                 if self.generator is not None:  # the embedder used (and cleared) the generation context
                     self.generator.reset_cache()
+        if kind == "tokenize":  # {"texts", "add_bos"} -> {"counts"}: chat truncation measures its candidates
+            add_bos = bool(payload.get("add_bos", True))
+            return {"counts": [len(self.llama.tokenize(t.encode("utf-8"), add_bos=add_bos, special=True))
+                               for t in payload.get("texts") or []]}
         if kind == "generate":
             raise RequestError("INVALID_ARGUMENT", "model does not support generate")
         raise RequestError("INVALID_ARGUMENT", f"unknown request {kind!r}")

@@ -82,7 +82,10 @@ def test_template_layer_is_used(models, ollama_client, tmp_path):
 def test_gguf_jinja_template_is_used(models, ollama_client, tmp_path):
     from corral.protos.ollama.v1 import ollama_pb2 as pb
 
+    # The comment keeps this short template 100+ edits away from every known family (a close one would be
+    # replaced by that family's Go template at create: tests/prompt/test_template_detection.py).
     path = write_llama_gguf(tmp_path / "jinja.gguf", seed=5, chat_template=(
+        "{# a template of no known model family, rendered as Jinja: each message is told, then answered #}"
         "{% for m in messages %}tell {{ m['content'] }} {% endfor %}{% if add_generation_prompt %}answer{% endif %}"))
     req = pb.CreateRequest(model="jinja")
     req.files["model.gguf"] = upload(models.stub, path)

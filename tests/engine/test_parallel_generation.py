@@ -195,14 +195,17 @@ def test_long_prompt_in_chunks_between_other_tokens(path):
 
 def test_truncation_and_length_per_sequence(path):
     """Each sequence has num_ctx tokens: a long prompt is cut to num_ctx - 1 keeping num_keep, and a
-    sequence that fills its context ends with "length"."""
+    sequence that fills its context ends with "length" when it may not shift (shift=false; context shift
+    itself: test_context_shift.py). The token sampled once all num_ctx cells are used is counted, never
+    decoded."""
     r = Runner(cfg(path, num_ctx=64, num_batch=64, num_parallel=2))
     try:
         long_prompt = " ".join(["hello world"] * 50)
-        results = together(r, [greedy(long_prompt, num_predict=100, num_keep=4), greedy("hello", num_predict=1000)])
+        results = together(r, [dict(greedy(long_prompt, num_predict=100, num_keep=4), shift=False),
+                               dict(greedy("hello", num_predict=1000), shift=False)])
         (_, cut), (_, full) = results
-        assert cut["prompt_eval_count"] == 63 and cut["eval_count"] == 1 and cut["done_reason"] == "length"
-        assert full["done_reason"] == "length" and full["prompt_eval_count"] + full["eval_count"] == 64
+        assert cut["prompt_eval_count"] == 63 and cut["eval_count"] == 2 and cut["done_reason"] == "length"
+        assert full["done_reason"] == "length" and full["prompt_eval_count"] + full["eval_count"] == 65
     finally:
         r.close()
 
