@@ -391,15 +391,22 @@ def completions():
 
 # -- embeddings ---------------------------------------------------------------------------------------
 
-def _inputs(value) -> list[str]:
-    """A string or a list of strings (an empty string embeds as one empty input, as Ollama does)."""
+def _is_ids(value) -> bool:
+    return isinstance(value, list) and bool(value) and all(type(v) is int and -(2**31) <= v < 2**31 for v in value)
+
+
+def _inputs(value) -> dict:
+    """EmbedRequest fields for OpenAI's input: a string, a list of strings (an empty string embeds as one
+    empty input, as Ollama does), a list of token ids (one input), or a list of such lists."""
     if isinstance(value, str):
-        return [value]
+        return {"input": [value]}
     if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-        return value
-    if isinstance(value, list) and value and all(isinstance(v, (int, list)) for v in value):
-        raise HTTPError(400, "token id input is not supported: send the texts")
-    raise HTTPError(400, "invalid input")
+        return {"input": value}
+    if _is_ids(value):
+        return {"input_tokens": [pb.TokenIds(ids=value)]}
+    if isinstance(value, list) and value and all(_is_ids(v) for v in value):
+        return {"input_tokens": [pb.TokenIds(ids=v) for v in value]}
+    raise HTTPError(400, "invalid input: a string, a list of strings, a list of token ids or a list of those")
 
 
 @bp.route("/v1/embeddings", methods=["POST"])
@@ -410,7 +417,7 @@ def embeddings():
         raise HTTPError(400, f"Invalid value for 'encoding_format' = {encoding}. Supported values: "
                              "['float', 'base64'].")
     model = b.get_str(body, "model")
-    req = pb.EmbedRequest(model=model, input=_inputs(body.get("input")), dimensions=b.get_int(body, "dimensions"))
+    req = pb.EmbedRequest(model=model, dimensions=b.get_int(body, "dimensions"), **_inputs(body.get("input")))
     data, count = [], 0
     for message in stub().Embed(req):
         for e in message.embeddings:

@@ -16,6 +16,7 @@ from corral.service.api.embed_stream import embed_stream
 from corral.service.api.status import cancel_event, handle_errors
 from corral.service.engine import textgen
 from corral.service.engine.engine import Engine
+from corral.store.errors import InvalidArgument
 
 EMBED_MESSAGE_BYTES = 1 << 20  # vectors per EmbedResponse: about 1 MiB, far below gRPC's 4 MiB default
 
@@ -34,9 +35,12 @@ class Inference:
     def Embed(self, request: pb.EmbedRequest, context):
         cancel = cancel_event(context)
         held = None  # one message is held back so the metrics ride on the last one
+        if request.input_tokens and request.input:
+            raise InvalidArgument("input and input_tokens cannot both be set")
+        inputs = [list(t.ids) for t in request.input_tokens] or list(request.input)
         for item in self.engine.embed(
             request.model,
-            list(request.input),
+            inputs,
             truncate=request.truncate if request.HasField("truncate") else True,
             dimensions=request.dimensions,
             options=convert.options(request),
@@ -44,7 +48,7 @@ class Inference:
             cancel=cancel,
         ):
             if item.get("done"):
-                last = held or convert.embed_response(request.model, len(request.input), [])
+                last = held or convert.embed_response(request.model, len(inputs), [])
                 last.metrics.CopyFrom(convert.metrics_message(item))
                 yield last
                 return

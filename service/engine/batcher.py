@@ -34,7 +34,7 @@ import logging
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -55,10 +55,15 @@ SHUTDOWN = "server is shutting down"
 _DONE = object()
 
 
-def estimate_tokens(text: str) -> int:
+Input = str | list[int]  # a text, or token ids (OpenAI's token input)
+
+
+def estimate_tokens(text: Input) -> int:
     """A cheap estimate of a text's tokens, only for sizing batches (the runner counts exactly): about 4
     characters per token for ASCII text, 3 UTF-8 bytes per token otherwise (CJK is about a token a
-    character), plus the special tokens around an input."""
+    character), plus the special tokens around an input. An input of token ids is its length."""
+    if isinstance(text, list):
+        return len(text) + 2
     if text.isascii():
         return len(text) // 4 + 2
     return len(text.encode("utf-8")) // 3 + 2
@@ -80,7 +85,7 @@ class Member:
     def __init__(self, batcher: Batcher, truncate: bool):
         self.batcher = batcher
         self.truncate = truncate
-        self.pending: deque[tuple[int, str, int]] = deque()  # (index, text, estimated tokens)
+        self.pending: deque[tuple[int, Input, int]] = deque()  # (index, input, estimated tokens)
         self.added = 0  # inputs added so far
         self.answered = 0  # inputs whose rows were delivered
         self.tokens = 0  # tokens of the delivered rows
@@ -91,7 +96,7 @@ class Member:
         self._done_sent = False
         self._events: queue.SimpleQueue = queue.SimpleQueue()
 
-    def add(self, texts: list[str]) -> int:
+    def add(self, texts: Sequence[Input]) -> int:
         """Queues inputs; returns the index of the first. Ignored once the member is closed."""
         return self.batcher._add(self, texts)
 
@@ -140,7 +145,7 @@ class Member:
 
 
 Acquire = Callable[[object, threading.Event], "Lease"]  # (keep_alive, cancel) -> a lease on the runner
-Batch = list[tuple[Member, int, str]]  # (member, the member's index of the input, text)
+Batch = list[tuple[Member, int, Input]]  # (member, the member's index of the input, input)
 
 
 class Batcher:
@@ -192,7 +197,7 @@ class Batcher:
                 self._cond.notify()  # a lane leases the runner
             return member
 
-    def _add(self, member: Member, texts: list[str]) -> int:
+    def _add(self, member: Member, texts: Sequence[Input]) -> int:
         items = [(text, estimate_tokens(text)) for text in texts]
         with self._cond:
             first = member.added

@@ -46,11 +46,20 @@ class Embedder:
         empty = llama.tokenize(b"", add_bos=True, special=False)
         self.n_head = 1 if llama._model.add_bos_token() and empty[:1] == [llama.token_bos()] else 0
         self.n_tail = max(0, len(empty) - self.n_head)
+        self.head, self.tail = empty[: self.n_head], empty[self.n_head :]
+        self.n_vocab = llama.n_vocab()
 
-    def tokenize(self, text: str, truncate: bool) -> list[int]:
+    def tokenize(self, text: str | list[int], truncate: bool) -> list[int]:
         """The input's tokens, cut to the limit (keeping the closing special tokens) when truncate is set;
-        RequestError when it is too long and truncate is not set."""
-        tokens = self.llama.tokenize(text.encode("utf-8"), add_bos=True, special=False)
+        RequestError when it is too long and truncate is not set. An input of token ids gets the same
+        special tokens around it as a text; an id outside the vocabulary is an error."""
+        if isinstance(text, list):
+            bad = next((t for t in text if not 0 <= t < self.n_vocab), None)
+            if bad is not None:
+                raise RequestError("INVALID_ARGUMENT", f"invalid token id {bad}: the vocabulary has {self.n_vocab}")
+            tokens = self.head + text + self.tail
+        else:
+            tokens = self.llama.tokenize(text.encode("utf-8"), add_bos=True, special=False)
         if len(tokens) > self.n_ctx:
             if not truncate:
                 raise RequestError("INVALID_ARGUMENT", TOO_LONG)
@@ -59,7 +68,7 @@ class Embedder:
         return tokens
 
     def run(self, payload: dict, emit, cancelled) -> dict:
-        """payload: {"inputs": [str], "truncate": bool | [bool] (one per input; default True)}.
+        """payload: {"inputs": [str | [int]], "truncate": bool | [bool] (one per input; default True)}.
 
         Returns {"vectors": (n, n_embd) float32, "counts": [tokens per input], "errors": {index: (code,
         text)}, "prompt_eval_count", "prompt_eval_duration"}; a failed input has a zero row and count 0.

@@ -163,12 +163,13 @@ class Engine:
         return self.batchers.open(key, acquire, truncate=truncate, keep_alive=keep_alive_arg(keep_alive),
                                   budget=int(load["num_batch"]))
 
-    def embed(self, name: str, inputs: list[str], *, truncate: bool = True, dimensions: int = 0,
+    def embed(self, name: str, inputs: list, *, truncate: bool = True, dimensions: int = 0,
               options: dict | None = None, keep_alive: float | None = None, cancel=None,
               raw: bool = False, missing: str | None = None) -> Iterator[dict]:
         """Yields {"offset", "vectors"} batches in input order, then {"done": True, metrics...}.
 
-        Vectors are L2-normalised float32 (raw=True: as the model produced them, for /api/embeddings).
+        An input is a text or a list of token ids. Vectors are L2-normalised float32 (raw=True: as the
+        model produced them, for /api/embeddings).
         The inputs share batches with concurrent requests for the same runner (batcher.py).
         """
         start = time.perf_counter()

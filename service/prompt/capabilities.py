@@ -25,6 +25,7 @@ _COMMENT_RE = re.compile(r"/\*.*?\*/", re.S)
 _STRING_RE = re.compile(r'"(?:[^"\\]|\\.)*"|`[^`]*`')
 _FIELD_RE = re.compile(r"(?<![0-9])\.([A-Za-z_]\w*)")  # every segment of .A.B, $.A, $x.A
 _RANGE_MESSAGES_RE = re.compile(r"\{\{-?\s*range\b[^}]*\.Messages\b[^}]*\}\}", re.S)
+_JINJA_TOOLS_RE = re.compile(r"\{[{%][^}]*\btools\b", re.S)  # `tools` read inside a Jinja tag
 _THINKING_RE = re.compile(r"(<[^<>\s/][^<>]*>)\s*\{\{-?\s*\.Thinking\s*-?\}\}\s*(</[^<>]+>)", re.S)
 
 
@@ -74,7 +75,13 @@ def model_capabilities(model, template: str | None = None) -> list[str]:
     config); `template` is a generate request's own template, which then stands in for the model's."""
     info = model.gguf
     text = template if template is not None else model.template
+    jinja = None
     if text is None and info is not None:
-        text = info.chat_template
-    return capabilities(info.kv if info else None, info.architecture if info else "", text,
+        text = jinja = info.chat_template
+    caps = capabilities(info.kv if info else None, info.architecture if info else "", text,
                         bool(model.projector_paths), model.config.get("model_family", ""))
+    # A model served through its own Jinja template (no Go template matched) can call tools when that
+    # template renders the `tools` it is given (prompts.render_jinja passes them).
+    if jinja and "tools" not in caps and _JINJA_TOOLS_RE.search(jinja):
+        caps.insert(1 if caps and caps[0] in ("completion", "embedding") else 0, "tools")
+    return caps

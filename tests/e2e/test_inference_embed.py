@@ -97,6 +97,22 @@ def test_grpc_embed_streams_batches(models):
     assert not any(r.HasField("metrics") for r in replies[:-1])
 
 
+def test_grpc_embed_token_ids(models):
+    """input_tokens: ids in the vocabulary embed; an id outside it, or both fields at once, is refused."""
+    import grpc
+
+    ids = [pb.TokenIds(ids=[5, 6, 7]), pb.TokenIds(ids=[8])]
+    replies = list(models.stub.Embed(pb.EmbedRequest(model="bert-e2e", input_tokens=ids)))
+    vectors = [list(e.values) for r in replies for e in r.embeddings]
+    assert len(vectors) == 2 and replies[-1].metrics.prompt_eval_count == 4 + 2 * 2  # [CLS] .. [SEP] each
+    negative = pb.EmbedRequest(model="bert-e2e", input_tokens=[pb.TokenIds(ids=[-1])])
+    both = pb.EmbedRequest(model="bert-e2e", input=["a"], input_tokens=ids)
+    for request, text in ((negative, "invalid token id -1"), (both, "cannot both be set")):
+        with pytest.raises(grpc.RpcError) as err:
+            list(models.stub.Embed(request))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and text in err.value.details()
+
+
 def test_rest_json_shape(models, shim):
     r = requests.post(shim.url + "/api/embed", json={"model": "bert-e2e", "input": "hi"}, timeout=30)
     body = r.json()

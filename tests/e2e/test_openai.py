@@ -104,6 +104,26 @@ def test_embeddings_float_and_base64(models, client, shim):
     assert len(cut.data[0].embedding) == 4
 
 
+def test_embeddings_of_token_ids(models, client, shim, tmp_path):
+    """OpenAI's token input (one list of ids, or a list of lists) embeds as the text those ids spell."""
+    import llama_cpp
+
+    vocab = llama_cpp.Llama(str(tmp_path / "bert-bert.gguf"), vocab_only=True, verbose=False)
+    ids = [vocab.tokenize(t.encode(), add_bos=False, special=False) for t in ("the sky", "the sea")]
+    texts = client.embeddings.create(model="bert", input=["the sky", "the sea"])
+    one = client.embeddings.create(model="bert", input=ids[0])
+    both = client.embeddings.create(model="bert", input=ids)
+    assert np.allclose(one.data[0].embedding, texts.data[0].embedding, atol=1e-5)
+    assert [d.index for d in both.data] == [0, 1]
+    for got, want in zip(both.data, texts.data, strict=True):
+        assert np.allclose(got.embedding, want.embedding, atol=1e-5)
+    assert both.usage.prompt_tokens == texts.usage.prompt_tokens
+    bad = requests.post(shim.url + "/v1/embeddings", json={"model": "bert", "input": [10**6]})
+    assert bad.status_code == 400 and "invalid token id 1000000" in bad.json()["error"]["message"]
+    mixed = requests.post(shim.url + "/v1/embeddings", json={"model": "bert", "input": [1, "a"]})
+    assert mixed.status_code == 400 and "invalid input" in mixed.json()["error"]["message"]
+
+
 def test_models_list_and_retrieve(models, client, shim):
     ids = {m.id for m in client.models.list()}
     assert {"tiny:latest", "bert:latest"} <= ids

@@ -46,3 +46,19 @@ def test_capability_rules():
         ["completion", "tools", "insert", "vision"]
     assert capabilities(kv, "gptoss", "{{ .Prompt }}", False, family="gptoss") == ["completion", "thinking"]
     assert capabilities(None, "", "{{ .Tools }}", False) == ["tools"]  # no GGUF: template rules only
+
+
+def test_jinja_template_with_tools_gives_tools():
+    """A model with no Go template is chatted through its GGUF's Jinja template, which may render tools."""
+    from types import SimpleNamespace
+
+    from corral.service.prompt.capabilities import model_capabilities
+
+    def model(jinja):
+        gguf = SimpleNamespace(kv={"llama.block_count": 2}, architecture="llama", chat_template=jinja)
+        return SimpleNamespace(gguf=gguf, template=None, projector_paths=[], config={})
+
+    with_tools = "{%- if tools %}{{ tools | tojson }}{% endif %}{% for m in messages %}{{ m.content }}{% endfor %}"
+    assert model_capabilities(model(with_tools)) == ["completion", "tools"]
+    plain = "{% for m in messages %}{{ m.content }} tools {% endfor %}"  # the word outside a tag
+    assert model_capabilities(model(plain)) == ["completion"]
