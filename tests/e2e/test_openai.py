@@ -153,3 +153,31 @@ def test_errors_in_openai_shape(models, client, call, status, text):
 def test_malformed_body_is_an_openai_error(shim):
     r = requests.post(shim.url + "/v1/chat/completions", data=b"{not json", headers={"Content-Type": "application/json"})
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_chat_tool_calls(shim, client, tmp_path):
+    """A model that calls tools (a scripted Qwen-style model, tests/scripted_models.py): the OpenAI client
+    gets choices[0].message.tool_calls with JSON-string arguments and finish_reason "tool_calls",
+    streamed (deltas with an index each) and not; the tool's result goes back as a `tool` message."""
+    from tests.e2e.test_tools_thinking import ASK, CALLS, QWEN, TIME, TWO_CALLS, WEATHER, scripted
+
+    scripted(shim.server, tmp_path, "qwen", QWEN, TWO_CALLS)
+    reply = client.chat.completions.create(model="qwen", messages=ASK, tools=[WEATHER, TIME])
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    got = [(c.function.name, json.loads(c.function.arguments)) for c in choice.message.tool_calls]
+    assert got == CALLS and all(c.type == "function" and c.id for c in choice.message.tool_calls)
+    assert choice.message.content.strip() == "Checking."
+
+    chunks = list(client.chat.completions.create(model="qwen", messages=ASK, tools=[WEATHER, TIME], stream=True))
+    deltas = [c for chunk in chunks for choice in chunk.choices for c in (choice.delta.tool_calls or [])]
+    assert [(d.index, d.function.name, json.loads(d.function.arguments)) for d in deltas] == \
+        [(i, name, args) for i, (name, args) in enumerate(CALLS)]
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+    follow = client.chat.completions.create(model="qwen", tools=[WEATHER, TIME], messages=[
+        *ASK, choice.message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": choice.message.tool_calls[0].id, "content": "sunny"}])
+    assert follow.choices[0].message.tool_calls  # the scripted model calls again; the request was accepted
+    assert client.chat.completions.create(model="qwen", messages=ASK, tools=[WEATHER], tool_choice="none") \
+        .choices[0].message.tool_calls is None  # "none": no tools reach the model, the text stays text
