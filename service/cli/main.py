@@ -157,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--format", default="", help="response format (e.g. json)")
     c.add_argument("--keepalive", default=None, help="duration to keep the model loaded (e.g. 5m)")
     c.add_argument("--verbose", action="store_true", help="show timings for the response")
+    c.add_argument("--think", nargs="?", const="true", default=None, choices=["true", "false", "low", "medium", "high"],
+                   help="let a thinking model think (true/false, or a level: low, medium, high)")
+    c.add_argument("--hidethinking", action="store_true", help="think, but do not show the thinking")
     c.add_argument("--insecure", action="store_true", help="use an insecure registry if the model is pulled")
 
     c = client("stop", "stop a running model (unload it)")

@@ -58,6 +58,8 @@ def usage_set() -> None:
          "  /set system <string>   Set system message",
          "  /set format json       Enable JSON mode",
          "  /set noformat          Disable formatting",
+         "  /set think             Enable thinking",
+         "  /set nothink           Disable thinking",
          "  /set verbose           Show LLM stats",
          "  /set quiet             Disable LLM stats",
          "")
@@ -136,6 +138,8 @@ class Session:
         self.format = args.format or ""
         self.keep = keep_alive(args.keepalive)
         self.verbose = bool(args.verbose)
+        self.think = getattr(args, "think", None) or ""  # "" lets the model decide, as Ollama's run does
+        self.hide_thinking = bool(getattr(args, "hidethinking", False))
         self.messages: list[pb.Message] = []
         self.loaded: list[pb.Message] = []
         self.out = out or sys.stdout
@@ -154,6 +158,7 @@ class Session:
         if self.keep is not None:
             req.keep_alive.CopyFrom(self.keep)
         req.format = self.format
+        req.think = self.think
 
     # -- requests --------------------------------------------------------------------------------------------
 
@@ -169,15 +174,26 @@ class Session:
         finally:
             waiting.stop()
 
-    def _stream(self, call, piece) -> tuple[str, object, bool]:
-        """Writes each piece of a streamed answer; returns (text, last message, interrupted by Ctrl-C)."""
+    def _stream(self, call, piece, reasoning=lambda r: "") -> tuple[str, object, bool]:
+        """Writes each piece of a streamed answer, its reasoning first between Ollama's "Thinking..." and
+        "...done thinking." lines (unless hidden); returns (text, last message, interrupted by Ctrl-C)."""
         parts: list[str] = []
         last = None
+        thinking = False
         waiting = _Waiting()
         try:
             for last in call:
                 waiting.stop()
+                thought = reasoning(last)
+                if thought and not self.hide_thinking:
+                    if not thinking:
+                        self.write("Thinking...\n")
+                        thinking = True
+                    self.write(thought)
                 text = piece(last)
+                if text and thinking:
+                    self.write("\n...done thinking.\n\n")
+                    thinking = False
                 if text:
                     parts.append(text)
                     self.write(text)
@@ -195,7 +211,7 @@ class Session:
     def generate(self, prompt: str) -> int:
         req = pb.GenerateRequest(model=self.model, prompt=prompt)
         self._common(req)
-        _, last, interrupted = self._stream(self.stub.Generate(req), lambda r: r.response)
+        _, last, interrupted = self._stream(self.stub.Generate(req), lambda r: r.response, lambda r: r.thinking)
         if interrupted:
             self.write("\n")
             return EXIT_INTERRUPTED
@@ -207,7 +223,8 @@ class Session:
     def chat(self) -> pb.Message | None:
         req = pb.ChatRequest(model=self.model, messages=self.messages)
         self._common(req)
-        text, last, interrupted = self._stream(self.stub.Chat(req), lambda r: r.message.content)
+        text, last, interrupted = self._stream(self.stub.Chat(req), lambda r: r.message.content,
+                                               lambda r: r.message.thinking)
         self.write("\n\n")
         if interrupted:
             return None
@@ -371,6 +388,9 @@ class Session:
         elif what == "noformat":
             self.format = ""
             print("Disabled format.")
+        elif what in ("think", "nothink"):
+            self.think = "true" if what == "think" else "false"
+            print("Set 'think' mode." if what == "think" else "Set 'nothink' mode.")
         elif what == "verbose":
             self.verbose = True
             print("Set 'verbose' mode.")

@@ -244,3 +244,21 @@ def test_embed_and_run_on_an_embedding_model(server, tmp_path, cli):
 def test_create_reports_a_missing_modelfile(cli, args):
     r = cli(*args)
     assert r.returncode == 1 and r.stderr.startswith("Error: ") and "missing/Modelfile" in r.stderr
+
+
+def test_run_shows_thinking_as_ollama(server, cli, tmp_path):
+    """A thinking model's reasoning comes between "Thinking..." and "...done thinking."; --hidethinking
+    keeps only the answer; --think=false asks the model not to think (this scripted one then writes its
+    tags as plain text)."""
+    from tests.e2e.test_tools_thinking import QWEN, THOUGHT, scripted
+
+    scripted(server, tmp_path, "thinker", QWEN, THOUGHT)
+    r = cli("run", "thinker", "hi")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "Thinking...\nThe user greets me.\n\n...done thinking.\n\nHello there!\n\n"
+    r = cli("run", "thinker", "hi", "--hidethinking")
+    assert r.returncode == 0 and r.stdout == "Hello there!\n\n"
+    r = cli("run", "thinker", "hi", "--think=false")
+    assert r.returncode == 0 and r.stdout == "".join(THOUGHT) + "\n\n"
+    r = cli("run", "tiny-missing-think", "hi", "--think=loud")
+    assert r.returncode != 0 and "invalid choice: 'loud'" in r.stderr

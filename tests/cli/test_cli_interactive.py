@@ -147,3 +147,30 @@ def test_system_message_clear_and_ctrl_d(tiny):
     kept = tiny.stub.Show(pb.ShowRequest(model="kept"))
     assert kept.system == "Be brief.\nVery brief."
     assert [(m.role, m.content) for m in kept.messages] == [("system", "Be brief.\nVery brief.")]
+
+
+def test_interactive_think_toggle(server, tmp_path):
+    """/set nothink and /set think change what the next answer shows (a scripted thinking model)."""
+    from tests.e2e.test_tools_thinking import QWEN, THOUGHT, scripted
+
+    scripted(server, tmp_path, "thinker", QWEN, THOUGHT)
+    c = spawn(server.target, "run", "thinker")
+    try:
+        c.expect_exact(">>> ")
+        c.sendline("/set nothink")
+        c.expect_exact("Set 'nothink' mode.")
+        c.sendline("hi")
+        c.expect_exact("</think>")  # thinking off: the tags are plain text of the answer
+        c.expect_exact("Hello there!")
+        c.expect_exact(">>> ")
+        c.sendline("/set think")
+        c.expect_exact("Set 'think' mode.")
+        c.sendline("hi")
+        c.expect_exact("Thinking...")
+        c.expect_exact("...done thinking.")
+        c.expect_exact("Hello there!")
+        c.expect_exact(">>> ")
+        c.sendline("/bye")
+        c.expect(pexpect.EOF)
+    finally:
+        c.close(force=True)
