@@ -76,6 +76,7 @@ bench: setup system-deps
 	$(PY) bench/overhead.py
 	$(PY) bench/embed.py
 	$(PY) bench/embed_concurrency.py
+	$(PY) bench/concurrent_memory.py
 	$(PY) bench/generate_parallel.py
 	$(PY) bench/pull.py
 	$(PY) bench/convert.py
