@@ -8,7 +8,7 @@ PROTO   := protos/ollama/v1/ollama.proto
 GEN     := protos/ollama/v1/ollama_pb2.py protos/ollama/v1/ollama_pb2_grpc.py protos/ollama/v1/ollama_pb2.pyi
 NODE_DEPS := tests/polyglot/node_modules/.installed
 
-.PHONY: all setup serve test lint protos check-protos bench system-deps clean
+.PHONY: all setup serve test lint protos check-protos openapi check-openapi fuzz bench system-deps clean
 
 all: setup
 
@@ -45,11 +45,32 @@ check-protos: | $(STAMP)
 	for f in $(GEN); do cmp -s $$f $$out/corral/$$f || { echo "stale generated code: $$f (run make protos)"; exit 1; }; done; \
 	rm -rf $$out; echo "generated code is up to date"
 
+# The OpenAPI document of the REST surface (rest_shim/openapi.py generates it from the proto and the
+# shim's additions); committed, served at GET /api/openapi.json, checked for staleness like the protos.
+openapi: | $(STAMP)
+	$(PY) -m corral.rest_shim.openapi rest_shim/openapi.json
+
+check-openapi: | $(STAMP)
+	@out=$$(mktemp) && $(PY) -m corral.rest_shim.openapi $$out >/dev/null && \
+	{ cmp -s $$out rest_shim/openapi.json || { echo "stale rest_shim/openapi.json (run make openapi)"; rm -f $$out; exit 1; }; }; \
+	rm -f $$out; echo "rest_shim/openapi.json is up to date"
+
+# The longer fuzz run: schemathesis over the OpenAPI document against a real server (FUZZ_EXAMPLES cases per
+# operation and mode, fixed seed; prints requests per route and failures), then the gRPC and parser
+# property tests. `make test` runs the same with a small budget.
+FUZZ_EXAMPLES ?= 200
+fuzz: setup
+	$(PY) -m tests.fuzz.rest_fuzz --examples $(FUZZ_EXAMPLES)
+	$(PY) -m pytest tests/fuzz -q -p no:cacheprovider --hypothesis-seed=1313
+
 # The registry tests need Debian's docker-registry; installed when missing and we may (root).
 system-deps:
 	@command -v docker-registry >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq docker-registry; \
 	  else echo "docker-registry missing: sudo apt-get install docker-registry (registry tests will fail)"; fi; }
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq nginx-light; \
+	  else echo "nginx missing: sudo apt-get install nginx-light (scale-out tests will fail)"; fi; }
 
 $(NODE_DEPS): tests/polyglot/package.json tests/polyglot/package-lock.json
 	cd tests/polyglot && npm ci --silent --no-audit --no-fund
@@ -74,6 +95,8 @@ bench: setup system-deps
 	$(PY) bench/blobs.py
 	$(PY) bench/tags.py
 	$(PY) bench/overhead.py
+	$(PY) bench/mesh_overhead.py
+	$(PY) bench/proxy_overhead.py
 	$(PY) bench/embed.py
 	$(PY) bench/embed_concurrency.py
 	$(PY) bench/concurrent_memory.py

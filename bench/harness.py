@@ -47,9 +47,12 @@ def corral_server(store: Path | None = None):
         store = store or Path(tmp) / "models"
         http, rpc = free_port(), free_port()
         env = dict(os.environ, OLLAMA_MODELS=str(store), OLLAMA_HOST=f"127.0.0.1:{http}", NO_PROXY="*")
+        # The server's log goes to a file: a pipe nobody reads fills up (it logs a line per request) and
+        # then blocks the server mid-benchmark.
+        log = open(Path(tmp) / "server.log", "wb")  # noqa: SIM115 (closed below)
         proc = subprocess.Popen(
             [sys.executable, "-m", "corral.service.cli.main", "serve", "--grpc-address", f"127.0.0.1:{rpc}"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            env=env, stdout=subprocess.DEVNULL, stderr=log,
         )
         try:
             channel = grpc.insecure_channel(f"127.0.0.1:{rpc}")
@@ -65,7 +68,8 @@ def corral_server(store: Path | None = None):
             yield Running(proc, f"http://127.0.0.1:{http}", f"127.0.0.1:{rpc}", store)
         finally:
             proc.terminate()
-            proc.wait(timeout=30)
+            proc.wait(timeout=60)
+            log.close()
 
 
 def percentile(values, q: float) -> float:

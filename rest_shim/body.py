@@ -5,6 +5,9 @@ Go's decoder texts, because clients and users compare against what Ollama says.
 """
 
 import json
+import math
+import sys
+from typing import Any
 
 from flask import request
 from google.protobuf import duration_pb2, struct_pb2
@@ -12,7 +15,10 @@ from google.protobuf.json_format import ParseDict
 
 from corral.rest_shim.errors import HTTPError
 from corral.rest_shim.jsonenc import loads
+from corral.store import config
 from corral.store.gocompat import parse_go_duration
+
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 
 # JSON kind names as Go's encoding/json prints them in "cannot unmarshal <kind>".
@@ -31,8 +37,16 @@ def _kind(value) -> str:
 
 
 def json_body(request_type: str, required: bool = True) -> dict:
-    """The request's JSON object; 400 with Ollama's texts for an empty or malformed body."""
-    raw = request.get_data(cache=True)
+    """The request's JSON object; 400 with Ollama's texts for an empty or malformed body.
+
+    Limits, whatever the route (malformed input is refused as a class, never reaches the service as a
+    500): a body past CORRAL_MAX_BODY_BYTES is refused with 413 from its Content-Length before it is read
+    (a chunked one when the limit is reached); nesting past CORRAL_MAX_JSON_DEPTH, NaN, infinities and
+    numbers past float64's range are 400; lone UTF-16 surrogates become U+FFFD, as Go's decoder does."""
+    limit = config.max_body_bytes()
+    if request.content_length is not None and request.content_length > limit:
+        raise _too_large(limit)
+    raw = request.get_data(cache=True) if request.content_length is not None else _read_chunked(limit)
     if not raw.strip():
         if required:
             raise HTTPError(400, "missing request body")
@@ -43,10 +57,84 @@ def json_body(request_type: str, required: bool = True) -> dict:
         raise HTTPError(400, "invalid character looking for beginning of value") from None
     except json.JSONDecodeError as exc:
         raise HTTPError(400, _go_syntax_error(raw, exc)) from None
+    except RecursionError:
+        raise HTTPError(400, _too_deep()) from None
+    except ValueError:  # an integer literal past Python's digit limit
+        raise HTTPError(400, "json: cannot unmarshal number into Go value of type float64") from None
     if not isinstance(body, dict):
         raise HTTPError(400, f"json: cannot unmarshal {_kind(body)} into Go value of type api.{request_type}")
+    body = _checked(body, config.max_json_depth())
     body["__type__"] = request_type
     return body
+
+
+def _read_chunked(limit: int) -> bytes:
+    """A body without Content-Length (chunked), read until its end or until it passes the limit (413)."""
+    stream, size = request.stream, 0
+    parts: list[bytes] = []
+    while True:
+        part = stream.read(min(1 << 16, limit + 1 - size))
+        if not part:
+            return b"".join(parts)
+        parts.append(part)
+        size += len(part)
+        if size > limit:
+            raise _too_large(limit)
+
+
+def _too_large(limit: int) -> HTTPError:
+    return HTTPError(413, f"http: request body too large (the limit is {limit} bytes)")
+
+
+def _too_deep() -> str:
+    return f"json: exceeded max depth of {config.max_json_depth()}"
+
+
+_FLOAT64_MAX = sys.float_info.max
+
+
+def _checked(body: dict, max_depth: int) -> dict:
+    """The decoded body, walked without recursion: depth limited, numbers finite and within float64 (what
+    Go's decoder accepts), lone surrogates (which json.loads lets through and protobuf refuses) replaced."""
+    stack: list[tuple[Any, int]] = [(body, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > max_depth:
+            raise HTTPError(400, _too_deep())
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        fixes: list[tuple[Any, str | None]] = []
+        for key, value in items:
+            if isinstance(value, str):
+                if not value.isascii() and _has_surrogate(value):
+                    fixes.append((key, _no_surrogates(value)))
+            elif isinstance(value, (dict, list)):
+                stack.append((value, depth + 1))
+            elif isinstance(value, float):
+                if not math.isfinite(value):
+                    raise HTTPError(400, "json: cannot unmarshal number into Go value of type float64")
+            elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > _FLOAT64_MAX:
+                raise HTTPError(400, f"json: cannot unmarshal number {str(value)[:32]}... into Go value of type "
+                                     "float64")
+            if isinstance(key, str) and not key.isascii() and _has_surrogate(key):
+                fixes.append((key, None))
+        for key, value in fixes:
+            if value is None:  # a key with a surrogate: re-inserted under its replaced form
+                node[_no_surrogates(key)] = node.pop(key)
+            else:
+                node[key] = value
+    return body
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _no_surrogates(text: str) -> str:
+    return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
 
 
 def _go_syntax_error(raw: bytes, exc: json.JSONDecodeError) -> str:
@@ -88,7 +176,19 @@ def get_int(body: dict, key: str, default: int = 0) -> int:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
         raise _type_error(body, key, value, "int")
+    if not INT32_MIN <= value <= INT32_MAX:  # the proto fields are int32
+        raise HTTPError(400, f"json: cannot unmarshal number {value} into Go struct field "
+                             f"{body.get('__type__', 'Request')}.{key} of type int32")
     return int(value)
+
+
+def get_int32_list(body: dict, key: str) -> list[int]:
+    """A list of int32 (token ids); anything else is Go's type error."""
+    values = get_list(body, key)
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int) or not INT32_MIN <= value <= INT32_MAX:
+            raise _type_error(body, key, value, "int")
+    return values
 
 
 def get_dict(body: dict, key: str) -> dict | None:

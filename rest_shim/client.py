@@ -6,11 +6,15 @@ and `Version()`, the service's version remembered while the channel stays connec
 upgraded service is a new connection, which forgets it).
 """
 
+from typing import Any, NamedTuple
+
 import grpc
-from flask import current_app
+from flask import current_app, has_request_context, request
 
 from corral.protos.ollama.v1 import ollama_pb2 as pb
 from corral.protos.ollama.v1 import ollama_pb2_grpc as pb_grpc
+from corral.rest_shim.tracing import outgoing_metadata
+from corral.store.names import parse_name
 
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 CHANNEL_OPTIONS = [
@@ -38,10 +42,93 @@ class RawStub:
             response_deserializer=pb.PushBlobResponse.FromString, _registered_method=True)
 
 
+class _CallDetails(NamedTuple):
+    method: str
+    timeout: float | None
+    metadata: Any
+    credentials: Any
+    wait_for_ready: Any
+    compression: Any
+
+
+def model_header(message: Any) -> str:
+    """The `x-ollama-model` value for a request message: its model name in the short form /api/tags shows
+    (`tiny` and `tiny:latest` hash alike at the proxy), "" when it names none or no valid one."""
+    text = getattr(message, "model", "")
+    if not text or not isinstance(text, str):
+        return ""
+    name = parse_name(text)
+    return name.display if name.is_valid() else ""
+
+
+class ForwardAuthorization(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                           grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Call metadata from the REST request: with `forward_auth`, the caller's `Authorization` header (else
+    `fallback`, the shim's own key) as `authorization`, so a service that checks keys sees the caller's;
+    always `x-ollama-model` on a call whose request names a model, what a proxy in front of several
+    replicas hashes on (deploy/nginx/corral.conf); and the REST request's `x-request-id` and `traceparent`."""
+
+    def __init__(self, fallback: str = "", forward_auth: bool = True):
+        self.fallback = f"Bearer {fallback}" if fallback else ""
+        self.forward_auth = forward_auth
+
+    def _details(self, details, message: Any = None):
+        metadata = list(details.metadata or ())
+        if self.forward_auth:
+            header = request.headers.get("Authorization") if has_request_context() else None
+            header = header or self.fallback
+            if header:
+                metadata.append(("authorization", header))
+        if message is not None and (model := model_header(message)):
+            metadata.append(("x-ollama-model", model))
+        metadata += outgoing_metadata()  # x-request-id, traceparent (rest_shim/tracing.py)
+        if not metadata:
+            return details
+        return _CallDetails(details.method, details.timeout, metadata, details.credentials,
+                            details.wait_for_ready, details.compression)
+
+    def intercept_unary_unary(self, continuation, client_call_details, request_message):
+        return continuation(self._details(client_call_details, request_message), request_message)
+
+    def intercept_unary_stream(self, continuation, client_call_details, request_message):
+        return continuation(self._details(client_call_details, request_message), request_message)
+
+    def intercept_stream_unary(self, continuation, client_call_details, request_iterator):
+        return continuation(self._details(client_call_details), request_iterator)
+
+    def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
+        return continuation(self._details(client_call_details), request_iterator)
+
+
+def channel_credentials(ca: str = "", cert: str = "", key: str = "") -> grpc.ChannelCredentials:
+    """TLS to the service: `ca` verifies it (else the system's roots); `cert` and `key` are the shim's own
+    identity for mutual TLS. A file that cannot be read raises ValueError naming it."""
+    def read(path: str, what: str) -> bytes | None:
+        if not path:
+            return None
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except OSError as exc:
+            raise ValueError(f"{what} {path!r}: {exc.strerror or exc}") from None
+
+    if bool(cert) != bool(key):
+        raise ValueError("a client certificate needs its key, and a key its certificate")
+    return grpc.ssl_channel_credentials(read(ca, "CA file"), read(key, "client key"), read(cert, "client certificate"))
+
+
 class Client:
-    def __init__(self, target: str):
+    def __init__(self, target: str, credentials: grpc.ChannelCredentials | None = None,
+                 forward_auth: bool = False, fallback_key: str = ""):
+        """`credentials`: TLS to the service; `forward_auth`: pass each caller's Authorization header (else
+        `fallback_key`) on as gRPC metadata. Every call that names a model carries `x-ollama-model`."""
         self.target = target
-        self.channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        if credentials is not None:
+            self.channel = grpc.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+        else:
+            self.channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self._plain = self.channel
+        self.channel = grpc.intercept_channel(self.channel, ForwardAuthorization(fallback_key, forward_auth))
         self.stub = pb_grpc.OllamaStub(self.channel)
         self.raw = RawStub(self.channel)
         self._version: str | None = None
@@ -65,7 +152,7 @@ class Client:
 
     def close(self):
         self.channel.unsubscribe(self._connectivity)
-        self.channel.close()
+        self._plain.close()
 
 
 def client() -> Client:

@@ -10,19 +10,24 @@ Admission: cheroot has a fixed pool of worker threads and an unbounded queue of 
 one, so past the pool's size a request would wait for an unknown time. Instead `threads` requests are
 served at once and a few spare threads answer the rest at once with Ollama's 503 "server busy" (what the
 scheduler answers past OLLAMA_MAX_QUEUE and the shim answers for gRPC's own refusal); `corral serve`
-sizes `threads` from store.config.Capacity, as it sizes the gRPC server.
+sizes `threads` from store.config.Capacity, as it sizes the gRPC server. The same gate drains: on SIGTERM
+`corral serve` closes it (new requests get 503) and waits for the requests in progress.
 """
 
 import threading
+import time
 from http import HTTPStatus
 
 from cheroot import wsgi
 
 from corral.rest_shim.errors import BUSY
 from corral.rest_shim.jsonenc import dumpb
+from corral.rest_shim.metrics import HTTP_REFUSED
 
 SPARE_THREADS = 8  # workers that only ever answer 503 while `threads` requests are in progress
 _BUSY_BODY = dumpb({"error": BUSY})
+_SHUTTING_DOWN_BODY = dumpb({"error": "server is shutting down"})
+_REFUSED_BUSY, _REFUSED_DRAINING = HTTP_REFUSED.labels("busy"), HTTP_REFUSED.labels("shutting_down")
 
 
 def go_reason_phrases(app):
@@ -65,31 +70,79 @@ class _Released:
                 release()
 
 
-def admission(app, limit: int):
-    """At most `limit` requests in the app at once; the others get 503 with Ollama's busy text at once."""
-    slots = threading.BoundedSemaphore(limit)
+class Gate:
+    """Admission and drain for the WSGI app: at most `limit` requests in it at once, the others answered
+    503 with Ollama's busy text at once; after close(), every new request gets 503 "server is shutting
+    down" while those in progress finish (wait_idle tells when they have)."""
 
-    def gated(environ, start_response):
-        if not slots.acquire(blocking=False):
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+        self.closed = False
+        self._active = 0
+        self._lock = threading.Condition()
+
+    def __call__(self, environ, start_response):
+        with self._lock:
+            refused = _SHUTTING_DOWN_BODY if self.closed else _BUSY_BODY if self._active >= self.limit else None
+            if refused is None:
+                self._active += 1
+        if refused is not None:
+            (_REFUSED_DRAINING if refused is _SHUTTING_DOWN_BODY else _REFUSED_BUSY).inc()
             start_response("503 Service Unavailable", [("Content-Type", "application/json; charset=utf-8"),
-                                                       ("Content-Length", str(len(_BUSY_BODY)))])
-            return [_BUSY_BODY]
+                                                       ("Content-Length", str(len(refused)))])
+            return [refused]
         try:
-            body = app(environ, start_response)
+            body = self.app(environ, start_response)
         except BaseException:
-            slots.release()
+            self._release()
             raise
-        return _Released(body, slots.release)
+        return _Released(body, self._release)
 
-    return gated
+    def _release(self) -> None:
+        with self._lock:
+            self._active -= 1
+            if self._active == 0:
+                self._lock.notify_all()
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+
+    def wait_idle(self, seconds: float) -> bool:
+        """True once no request is in progress; False if `seconds` passed first."""
+        deadline = time.monotonic() + seconds
+        with self._lock:
+            while self._active:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._lock.wait(left)
+        return True
 
 
-def create_http_server(app, host: str, port: int, threads: int = 64) -> wsgi.Server:
+def admission(app, limit: int) -> Gate:
+    """At most `limit` requests in the app at once; the others get 503 with Ollama's busy text at once."""
+    return Gate(app, limit)
+
+
+class HTTPServer(wsgi.Server):
+    """cheroot's server with the Gate in front of the app (admission and drain)."""
+
+    gate: Gate
+
+
+def create_http_server(app, host: str, port: int, threads: int = 64, tls: tuple[str, str] | None = None
+                       ) -> HTTPServer:
     """A bound (not yet serving) server for `threads` requests at once; port 0 picks a free port, read
-    back from bind_addr."""
-    server = wsgi.Server((host, port), admission(go_reason_phrases(app), threads),
-                         numthreads=threads + SPARE_THREADS, server_name="corral")
+    back from bind_addr. `tls`: (certificate file, key file) to serve HTTPS. Its Gate is `server.gate`."""
+    gate = admission(go_reason_phrases(app), threads)
+    server = HTTPServer((host, port), gate, numthreads=threads + SPARE_THREADS, server_name="corral")
+    server.gate = gate
     server.nodelay = True
+    if tls is not None:
+        from cheroot.ssl.builtin import BuiltinSSLAdapter
+
+        server.ssl_adapter = BuiltinSSLAdapter(*tls)
     server.prepare()
     return server
 

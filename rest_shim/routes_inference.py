@@ -213,10 +213,7 @@ def generate():
     for key in ("system", "template"):
         if body.get(key) is not None:
             setattr(req, key, b.get_str(body, key))
-    context = b.get_list(body, "context")
-    if not all(isinstance(t, int) and not isinstance(t, bool) for t in context):
-        raise HTTPError(400, "json: cannot unmarshal number into Go struct field GenerateRequest.context of type int")
-    req.context.extend(context)
+    req.context.extend(b.get_int32_list(body, "context"))
     _flags(req, body)
     _common(req, body)
     # An empty prompt only loads (or, with keep_alive 0, unloads) the model: Ollama answers that with one

@@ -19,15 +19,23 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from corral.protos.ollama.v1 import ollama_pb2 as pb
 from corral.protos.ollama.v1 import ollama_pb2_grpc as pb_grpc
+from corral.service import pull_on_demand
 from corral.service.api.blob_upload import RawPushBlob
 from corral.service.api.inference import Inference
 from corral.service.api.servicer import OllamaServicer
 from corral.service.api.transfer import Transfer
+from corral.service.auth import AuthInterceptor
 from corral.service.create import build_creator
+from corral.service.drain import Drain, DrainInterceptor
 from corral.service.engine.engine import Engine
+from corral.service.metrics import MetricsInterceptor, watch_scheduler
+from corral.service.observability import RequestContextInterceptor
+from corral.service.pull_on_demand import PullOnDemand
 from corral.service.reflection import enable_server_reflection
+from corral.service.tls import ServerTLS
 from corral.store import config
 from corral.store.config import Capacity
+from corral.store.keys import Keys
 from corral.store.models import ModelStore
 
 log = logging.getLogger("corral.service")
@@ -35,16 +43,30 @@ log = logging.getLogger("corral.service")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Ollama"].full_name
 
 # Show(verbose) of a large vocabulary and big embedding batches exceed gRPC's 4 MiB default.
-MAX_MESSAGE_BYTES = 256 * 1024 * 1024
-CHANNEL_OPTIONS = [
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.so_reuseport", 0),  # a second server on a taken port must fail, not share it
-    # No BDP probing: it grows each stream's receive window to many MiB, and gRPC then buffers that
-    # much of every upload that waits for an upload slot (api/blob_upload.py): 64 concurrent uploads
-    # of 16 MiB grew the server by 887 MiB with it, 123 MiB without, at the same upload speed.
-    ("grpc.http2.bdp_probe", 0),
-]
+MAX_MESSAGE_BYTES = config.DEFAULT_GRPC_MAX_MESSAGE_BYTES
+
+
+def channel_options(transport: config.GrpcTransport | None = None) -> list[tuple[str, int]]:
+    """The server's options: message limits and keepalive from store.config.GrpcTransport (env)."""
+    transport = transport or config.GrpcTransport.from_env()
+    options = [
+        ("grpc.max_receive_message_length", transport.max_message_bytes),
+        ("grpc.max_send_message_length", transport.max_message_bytes),
+        ("grpc.so_reuseport", 0),  # a second server on a taken port must fail, not share it
+        # No BDP probing: it grows each stream's receive window to many MiB, and gRPC then buffers that
+        # much of every upload that waits for an upload slot (api/blob_upload.py): 64 concurrent uploads
+        # of 16 MiB grew the server by 887 MiB with it, 123 MiB without, at the same upload speed.
+        ("grpc.http2.bdp_probe", 0),
+    ]
+    if transport.keepalive_time:
+        options += [("grpc.keepalive_time_ms", int(transport.keepalive_time * 1000)),
+                    ("grpc.keepalive_permit_without_calls", 1)]
+    if transport.keepalive_timeout:
+        options.append(("grpc.keepalive_timeout_ms", int(transport.keepalive_timeout * 1000)))
+    if transport.min_ping_interval:
+        options += [("grpc.http2.min_ping_interval_without_data_ms", int(transport.min_ping_interval * 1000)),
+                    ("grpc.http2.min_recv_ping_interval_without_data_ms", int(transport.min_ping_interval * 1000))]
+    return options
 
 
 MALLOC_ARENAS = 2
@@ -73,25 +95,46 @@ def build_servicer(store: ModelStore) -> OllamaServicer:
     create), one Creator and one inference Engine for the store."""
     transfer = Transfer(store)
     creator = build_creator(store, pull=transfer.pull_progress)
-    return OllamaServicer(store, creator=creator, inference=Inference(Engine(store)), transfer=transfer)
+    servicer = OllamaServicer(store, creator=creator, inference=Inference(Engine(store)), transfer=transfer)
+    if config.pull_on_demand():  # CORRAL_PULL_ON_DEMAND: a missing model is pulled before it is served
+        pull_on_demand.install(servicer, PullOnDemand(store, transfer.pull_progress, config.pull_insecure()))
+    return servicer
 
 
-def create_server(store: ModelStore, address: str = "127.0.0.1:50051", max_requests: int | None = None):
+def create_server(store: ModelStore, address: str = "127.0.0.1:50051", max_requests: int | None = None, *,
+                  keys: list[str] | None = None, tls: ServerTLS | None = None, drain: Drain | None = None,
+                  metrics: bool = True):
     """Returns (server, servicer, port); the server is not started. It runs at most `max_requests` calls
-    at once (default: store.config.Capacity) and refuses more at once."""
+    at once (default: store.config.Capacity) and refuses more at once.
+
+    Every call is counted in the Prometheus metrics (service/metrics.py; `metrics=False` only for the
+    benchmark that measures their cost). `keys`: bearer keys every call
+    but health must carry (service/auth.py); `tls`: listen with TLS (and mutual TLS with a client CA);
+    `drain`: the Drain that `corral serve` begins on SIGTERM (service/drain.py); it gets the health
+    servicer. Readiness: health says SERVING from the moment the server starts (the store is open by
+    then), until the drain begins."""
     limit = max_requests or Capacity.from_env().requests
+    interceptors: list[grpc.ServerInterceptor] = [MetricsInterceptor()] if metrics else []
+    interceptors.append(RequestContextInterceptor())  # x-request-id / traceparent into log lines
+    if drain is not None:
+        interceptors.append(DrainInterceptor(drain))
+    if keys:
+        interceptors.append(AuthInterceptor(Keys(keys)))
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=limit, thread_name_prefix="grpc"),
-                         options=CHANNEL_OPTIONS, maximum_concurrent_rpcs=limit)
+                         options=channel_options(), maximum_concurrent_rpcs=limit, interceptors=interceptors)
     servicer = build_servicer(store)
+    watch_scheduler(servicer.inference.engine.scheduler)
     pb_grpc.add_OllamaServicer_to_server(servicer, RawPushBlob(server))  # PushBlob's data is not copied
 
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    if drain is not None:
+        drain.health = health_servicer
 
     enable_server_reflection((SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server)
-    port = server.add_insecure_port(address)
+    port = server.add_secure_port(address, tls.grpc_credentials()) if tls else server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot listen on {address}")
     return server, servicer, port
@@ -99,5 +142,7 @@ def create_server(store: ModelStore, address: str = "127.0.0.1:50051", max_reque
 
 def close_servicer(servicer: OllamaServicer) -> None:
     """Stops the runners and the downloads in flight (their recorded bytes stay for the next pull)."""
+    if (on_demand := getattr(servicer, "pull_on_demand", None)) is not None:
+        on_demand.close()
     servicer.inference.close()
     servicer.transfer.close()

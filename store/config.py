@@ -97,7 +97,7 @@ def ollama_host(value: str | None = None) -> tuple[str, int]:
     except ValueError:
         raise ConfigError(f"OLLAMA_HOST: invalid address {text!r}") from None
     default_port = {"http": 80, "https": 443}.get(parts.scheme, 11434) if scheme_given else 11434
-    return parts.hostname or "127.0.0.1", port or default_port
+    return parts.hostname or "127.0.0.1", port if port is not None else default_port  # :0 = any free port
 
 
 def grpc_address() -> str:
@@ -136,9 +136,14 @@ def debug() -> bool:
 
 # -- the engine -------------------------------------------------------------------------------------
 
+# Go's largest time.Duration (about 292 years): a longer keep-alive is forever, as an expiry date past it
+# (ten thousand years) is past what a date can hold and broke /api/ps for every caller.
+MAX_KEEP_ALIVE_SECONDS = (2**63 - 1) / 1e9
+
+
 def keep_alive_seconds(value: float | None) -> float | None:
     """Normalises a keep-alive: negative (or absurdly large) means forever (None), else seconds >= 0."""
-    if value is None or value < 0 or not math.isfinite(value) or value > 1e15:
+    if value is None or value < 0 or not math.isfinite(value) or value > MAX_KEEP_ALIVE_SECONDS:
         return None
     return float(value)
 
@@ -254,6 +259,162 @@ def docker_config_path() -> Path:
     return Path(configured) / "config.json" if configured else Path.home() / ".docker" / "config.json"
 
 
+# -- operating: metrics, auth, TLS, drain, gRPC transport (README "Operating Corral") -----------------
+
+def metrics_address() -> tuple[str, int] | None:
+    """CORRAL_METRICS_ADDRESS: HOST:PORT of a separate Prometheus /metrics listener (unset: none; /metrics
+    is on the REST port either way)."""
+    value = raw("CORRAL_METRICS_ADDRESS")
+    if not value:
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"CORRAL_METRICS_ADDRESS: expected HOST:PORT, got {value!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _keys_from(text: str, name: str) -> list[str]:
+    keys = []
+    for line in text.replace(",", "\n").splitlines():
+        key = line.strip()
+        if not key or key.startswith("#"):
+            continue
+        if any(c.isspace() for c in key):
+            raise ConfigError(f"{name}: a key contains white space")
+        keys.append(key)
+    return keys
+
+
+def api_keys() -> list[str]:
+    """CORRAL_API_KEYS (comma-separated) and CORRAL_API_KEYS_FILE (one key per line, '#' comments): the
+    bearer keys the server accepts. Empty: no authentication (the default)."""
+    keys = _keys_from(raw("CORRAL_API_KEYS"), "CORRAL_API_KEYS")
+    path = raw("CORRAL_API_KEYS_FILE")
+    if path:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"CORRAL_API_KEYS_FILE: cannot read {path!r}: {exc.strerror or exc}") from None
+        file_keys = _keys_from(text, "CORRAL_API_KEYS_FILE")
+        if not file_keys:
+            raise ConfigError(f"CORRAL_API_KEYS_FILE: {path!r} holds no key")
+        keys += file_keys
+    return keys
+
+
+def auth_metrics() -> bool:
+    """CORRAL_AUTH_METRICS=1: /metrics needs a key too (health stays open)."""
+    return _bool("CORRAL_AUTH_METRICS")
+
+
+def client_api_key() -> str:
+    """CORRAL_API_KEY: the key a client of Corral sends (a shim-only serve when its caller sent none)."""
+    return raw("CORRAL_API_KEY")
+
+
+def drain_seconds() -> float:
+    """CORRAL_DRAIN_SECONDS: on SIGTERM, how long requests in flight may run before the server stops."""
+    return _float("CORRAL_DRAIN_SECONDS", 30.0)
+
+
+def tls_files() -> tuple[str, str, str]:
+    """CORRAL_TLS_CERT, CORRAL_TLS_KEY, CORRAL_TLS_CLIENT_CA: defaults of serve's --tls-* options."""
+    return raw("CORRAL_TLS_CERT"), raw("CORRAL_TLS_KEY"), raw("CORRAL_TLS_CLIENT_CA")
+
+
+DEFAULT_GRPC_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+
+
+@dataclass
+class GrpcTransport:
+    """The gRPC server's message limit and keepalive (seconds; 0 = gRPC's default).
+
+    max_message_bytes: CORRAL_GRPC_MAX_MESSAGE_BYTES (default 256 MiB: a verbose Show of a large vocabulary
+    is bigger than gRPC's 4 MiB). keepalive_time: CORRAL_GRPC_KEEPALIVE_TIME, how often the server pings an
+    idle connection; keepalive_timeout: CORRAL_GRPC_KEEPALIVE_TIMEOUT, how long it waits for the answer;
+    min_ping_interval: CORRAL_GRPC_MIN_PING_INTERVAL, the shortest interval it allows between a client's
+    pings (clients behind proxies that ping often need it lowered, else gRPC closes them with ENHANCE_YOUR_CALM).
+    """
+
+    max_message_bytes: int = DEFAULT_GRPC_MAX_MESSAGE_BYTES
+    keepalive_time: float = 0.0
+    keepalive_timeout: float = 0.0
+    min_ping_interval: float = 0.0
+
+    @classmethod
+    def from_env(cls) -> GrpcTransport:
+        return cls(
+            max_message_bytes=_int("CORRAL_GRPC_MAX_MESSAGE_BYTES", DEFAULT_GRPC_MAX_MESSAGE_BYTES, minimum=1024),
+            keepalive_time=_float("CORRAL_GRPC_KEEPALIVE_TIME", 0.0),
+            keepalive_timeout=_float("CORRAL_GRPC_KEEPALIVE_TIMEOUT", 0.0),
+            min_ping_interval=_float("CORRAL_GRPC_MIN_PING_INTERVAL", 0.0),
+        )
+
+
+# -- request limits (the REST shim) ----------------------------------------------------------------
+
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+# Nesting past this depth is refused (400): protobuf parses at most 100 levels of messages and each JSON
+# object level inside a Struct costs three (map entry, Value, Struct).
+DEFAULT_MAX_JSON_DEPTH = 32
+
+
+def max_body_bytes() -> int:
+    """CORRAL_MAX_BODY_BYTES: the largest JSON request body the REST shim reads (413 past it, refused
+    from Content-Length before reading); blob uploads are not limited by it."""
+    return _int("CORRAL_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, minimum=1024)
+
+
+def max_json_depth() -> int:
+    """CORRAL_MAX_JSON_DEPTH: how deeply a JSON request body may nest arrays and objects (400 past it)."""
+    depth = _int("CORRAL_MAX_JSON_DEPTH", DEFAULT_MAX_JSON_DEPTH, minimum=4)
+    if depth > DEFAULT_MAX_JSON_DEPTH:
+        raise ConfigError(f"CORRAL_MAX_JSON_DEPTH: {depth} is above the maximum {DEFAULT_MAX_JSON_DEPTH}")
+    return depth
+
+
+# -- scale-out and observability (service/pull_on_demand.py, service/observability.py) ---------------
+
+def pull_on_demand() -> bool:
+    """CORRAL_PULL_ON_DEMAND=1: a model a request names and the store lacks is pulled from the registry
+    its name points to before the request is served (once; concurrent requests for it wait)."""
+    return _bool("CORRAL_PULL_ON_DEMAND")
+
+
+def pull_insecure() -> bool:
+    """CORRAL_PULL_INSECURE=1: those pulls use plain HTTP (a registry without TLS), as `pull --insecure`."""
+    return _bool("CORRAL_PULL_INSECURE")
+
+
+LOG_FORMATS = ("text", "json")
+
+
+def log_format() -> str:
+    """CORRAL_LOG_FORMAT: `text` (default) or `json` (one JSON object per log line)."""
+    value = raw("CORRAL_LOG_FORMAT").lower() or "text"
+    if value not in LOG_FORMATS:
+        raise ConfigError(f"CORRAL_LOG_FORMAT: {value!r} is not one of {', '.join(LOG_FORMATS)}")
+    return value
+
+
+def otel_enabled() -> bool:
+    """OpenTelemetry tracing is on when OTEL_EXPORTER_OTLP_ENDPOINT (or ..._TRACES_ENDPOINT) or
+    OTEL_TRACES_EXPORTER (other than `none`) is set; the SDK reads its other OTEL_* variables itself."""
+    exporter = raw("OTEL_TRACES_EXPORTER").lower()
+    if exporter == "none" or _bool("OTEL_SDK_DISABLED"):
+        return False
+    return bool(exporter or raw("OTEL_EXPORTER_OTLP_ENDPOINT") or raw("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+
+
+def otel_exporters() -> list[str]:
+    """OTEL_TRACES_EXPORTER as a list (default `otlp`): otlp, console."""
+    names = [n.strip().lower() for n in raw("OTEL_TRACES_EXPORTER").split(",") if n.strip()] or ["otlp"]
+    for n in names:
+        if n not in ("otlp", "console", "none"):
+            raise ConfigError(f"OTEL_TRACES_EXPORTER: {n!r} is not one of otlp, console, none")
+    return [n for n in names if n != "none"]
+
+
 def check_all() -> None:
     """Reads every variable once, so `corral serve` stops at start-up on a bad value (ConfigError)."""
     models_root()
@@ -261,3 +422,13 @@ def check_all() -> None:
     EngineConfig.from_env()
     Capacity.from_env()
     RegistryTuning.from_env()
+    metrics_address()
+    api_keys()
+    drain_seconds()
+    GrpcTransport.from_env()
+    max_body_bytes()
+    max_json_depth()
+    pull_on_demand()
+    pull_insecure()
+    log_format()
+    otel_exporters()

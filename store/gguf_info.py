@@ -199,6 +199,8 @@ def read_gguf(path: str | Path) -> GGUFInfo:
 
 
 def _parse_header(buf: mmap.mmap) -> GGUFInfo:
+    if len(buf) < 8:  # the magic and nothing after it
+        raise InvalidArgument(NOT_GGUF)
     (version,) = struct.unpack_from("<I", buf, 4)
     endian = "<"
     if version & 0xFFFF == 0 and version:  # a big-endian file read little-endian

@@ -17,11 +17,32 @@ from corral.store.errors import CorralError
 log = logging.getLogger("corral.service")
 
 
+# gRPC carries the status message in a header (grpc-message, percent-encoded: up to three bytes a
+# character), and headers past the metadata limit (8 KiB by default) kill the whole stream ("Stream
+# removed"). An error that echoes what the caller sent (a 1 MiB model name) is cut to this many characters.
+MAX_MESSAGE_CHARS = 1024
+
+
+def capped(message: str) -> str:
+    """An error text short enough for gRPC's status header."""
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    suffix = f"... ({len(message)} characters)"
+    return message[: MAX_MESSAGE_CHARS - len(suffix)] + suffix
+
+
 def _abort(context, exc: BaseException):
+    if isinstance(exc, grpc.RpcError) and not context.is_active():
+        # The call already ended under the method: a request stream it was reading was cancelled, or gRPC
+        # itself refused bytes that do not parse ("Exception deserializing request!") and set the status.
+        # Aborting again would log a bogus internal error and, on a bidirectional stream, leave the call
+        # open in gRPC's core (server.stop() then never completes): gRPC ends it as it does any handler
+        # whose request iterator failed.
+        raise exc
     if isinstance(exc, CorralError):
-        context.abort(grpc.StatusCode[exc.code], exc.message)
+        context.abort(grpc.StatusCode[exc.code], capped(exc.message))
     log.exception("internal error")
-    context.abort(grpc.StatusCode.INTERNAL, str(exc) or exc.__class__.__name__)
+    context.abort(grpc.StatusCode.INTERNAL, capped(str(exc) or exc.__class__.__name__))
 
 
 def handle_errors(method):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import grpc
 
@@ -32,12 +33,48 @@ class CliError(Exception):
         self.message = message
 
 
+class _Authorization(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                     grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Adds `authorization: Bearer <CORRAL_API_KEY>` to every call."""
+
+    def __init__(self, key: str):
+        self.entry = ("authorization", f"Bearer {key}")
+
+    def _details(self, details):
+        return _CallDetails(details.method, details.timeout, [*(details.metadata or ()), self.entry],
+                            details.credentials, details.wait_for_ready, details.compression)
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation, details, requests):
+        return continuation(self._details(details), requests)
+
+    def intercept_stream_stream(self, continuation, details, requests):
+        return continuation(self._details(details), requests)
+
+
+class _CallDetails(NamedTuple):
+    method: str
+    timeout: float | None
+    metadata: Any
+    credentials: Any
+    wait_for_ready: Any
+    compression: Any
+
+
 class Client:
     """One channel and stub to the server; a context manager that closes the channel."""
 
     def __init__(self, target: str):
         self.target = target
         self.channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        key = config.client_api_key()
+        if key:  # a server with CORRAL_API_KEYS: send ours on every call
+            self.channel = grpc.intercept_channel(self.channel, _Authorization(key))
         self.stub = pb_grpc.OllamaStub(self.channel)
 
     def __enter__(self) -> Client:

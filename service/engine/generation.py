@@ -53,9 +53,26 @@ def make_grammar(fmt: str | None):
     try:
         if fmt == "json":
             return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
-        return LlamaGrammar.from_json_schema(fmt, verbose=False)
+        grammar = LlamaGrammar.from_json_schema(fmt, verbose=False)
     except Exception as exc:
         raise RequestError("INVALID_ARGUMENT", f"invalid JSON schema in format: {exc}") from None
+    empty = empty_rules(grammar._grammar)
+    if empty:
+        # A schema that allows no value ({"enum": []}, {"anyOf": []}, a required property of that kind)
+        # converts to a rule with no alternatives, on which llama.cpp's sampler crashes the runner.
+        raise RequestError("INVALID_ARGUMENT", f"invalid JSON schema in format: no value satisfies it "
+                                               f"(rule {empty[0]!r} has no alternatives)")
+    return grammar
+
+
+def empty_rules(gbnf: str) -> list[str]:
+    """Names of the GBNF rules whose body is empty (what the schema converter writes for "nothing")."""
+    out = []
+    for line in gbnf.splitlines():
+        name, sep, body = line.partition("::=")
+        if sep and not body.strip():
+            out.append(name.strip())
+    return out
 
 
 def held_back(text: str, stops: list[str]) -> int:
@@ -265,6 +282,9 @@ class Generator:
         prompt = payload.get("prompt") or ""
         add_bos = not context and payload.get("add_bos", True)
         prompt_tokens = self.llama.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True) if prompt else []
+        bad = next((t for t in context if not 0 <= t < self.n_vocab), None)
+        if bad is not None:  # llama_decode would fail on it ("llama_decode returned -1")
+            raise RequestError("INVALID_ARGUMENT", f"invalid context token {bad}: the vocabulary has {self.n_vocab}")
         tokens = context + prompt_tokens
         limit = self.n_ctx - 1  # room for at least one generated token
         if len(tokens) > limit:

@@ -12,6 +12,7 @@ double, so values are coerced to the option's type here with Ollama's error text
 from __future__ import annotations
 
 import logging
+import math
 import os
 
 from corral.store.errors import InvalidArgument
@@ -19,6 +20,8 @@ from corral.store.options import DEPRECATED, OPTIONS
 
 log = logging.getLogger("corral.engine")
 
+# Option values llama.cpp can hold: int32 (the seed: 64 bits, reduced to 32 by the sampler) and float32.
+_INT32_LIMIT, _SEED_LIMIT, _FLOAT32_MAX = 2**31 - 1, 2**63 - 1, 3.4028234663852886e38
 _TYPE_NAMES = {int: "integer", float: "float32", bool: "boolean", str: "string", list: "array"}
 
 
@@ -33,6 +36,9 @@ def coerce(key: str, value):
     if kind in (int, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise error
+        if not math.isfinite(value) or abs(value) > (_SEED_LIMIT if key == "seed" else _INT32_LIMIT if kind is int
+                                                     else _FLOAT32_MAX):
+            raise InvalidArgument(f'option "{key}" is out of range: {str(value)[:32]}')
         return int(value) if kind is int else float(value)
     if kind is list:
         if isinstance(value, str):

@@ -32,6 +32,7 @@ import signal
 import threading
 from collections.abc import Iterator
 
+from corral.service import metrics
 from corral.store.errors import Cancelled, CorralError, Internal
 
 log = logging.getLogger("corral.engine")
@@ -156,6 +157,7 @@ class Runner:
         self._dead = exit_text(self.process.exitcode)
         if not self._closing and self.process.exitcode not in (0, None, -signal.SIGTERM):
             log.warning("llama runner pid %s terminated: %s", self.pid, self._dead)
+            metrics.RUNNER_CRASHES.inc()
         with self._pending_lock:
             waiting = list(self._pending.values())
         for q in waiting:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from corral.service import metrics
 from corral.store.errors import Cancelled, Unavailable
 
 log = logging.getLogger("corral.engine")
@@ -109,6 +110,7 @@ class Scheduler:
         keep = self.default_keep_alive if keep_alive == "default" else keep_alive
         with self._cond:
             if self.pending >= self.max_queue:
+                metrics.SCHEDULER_REJECTIONS.inc()
                 raise Unavailable(BUSY)
             self.pending += 1
             try:
@@ -154,6 +156,7 @@ class Scheduler:
                 return False
             victim = min(idle, key=lambda e: e.last_used)
             log.info("evicting %s to make room", victim.meta.get("name", victim.key))
+            metrics.MODEL_EVICTIONS.inc()
             self._drop(victim)
 
     def _load(self, key, options, meta, keep, size) -> Lease:

@@ -23,6 +23,7 @@ import os
 import socket
 import threading
 
+from corral.service import metrics
 from corral.service.registry.client import RegistryClient, error_text
 from corral.service.registry.partial import PartialFile
 from corral.store.errors import Cancelled, CorralError, Internal, Unavailable
@@ -213,6 +214,7 @@ class BlobDownload:
                     continue
             self.partial.write(chunk, part.offset + part.completed)
             part.completed += len(chunk)
+            metrics.PULLED_BYTES.inc(len(chunk))
             with self._written:
                 self._written.notify_all()
 

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Iterator
 from urllib.parse import urlencode, urljoin
 
+from corral.service import metrics
 from corral.service.registry.client import RegistryClient, error_text
 from corral.service.registry.pull import PROGRESS_SECONDS, _line
 from corral.store.errors import Cancelled, CorralError, Internal, InvalidArgument, NotFound
@@ -45,6 +46,7 @@ class _Body:
         data = self.file.read(n) if n else b""
         self.remaining -= len(data)
         self.sent[0] += len(data)
+        metrics.PUSHED_BYTES.inc(len(data))
         if not data:
             self.file.close()
         return data
