@@ -75,3 +75,16 @@ def corral_server(store: Path | None = None):
 def percentile(values, q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def p50_ms(call, n: int, warm: int = 20) -> float:
+    """The median latency of `call` in milliseconds over n calls, after `warm` untimed ones (connections
+    and caches warmed)."""
+    for _ in range(warm):
+        call()
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return percentile(times, 50) * 1000

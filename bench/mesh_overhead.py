@@ -23,7 +23,7 @@ import grpc
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.harness import free_port, percentile  # noqa: E402
+from bench.harness import free_port, p50_ms  # noqa: E402
 from corral.protos.ollama.v1 import ollama_pb2 as pb  # noqa: E402
 from corral.protos.ollama.v1 import ollama_pb2_grpc as pb_grpc  # noqa: E402
 from tests.gguf_models import write_llama_gguf  # noqa: E402
@@ -66,17 +66,6 @@ def start(kind: str, store: str):
     return proc, url, f"127.0.0.1:{grpc_port}"
 
 
-def p50_ms(call, n: int = REQUESTS) -> float:
-    for _ in range(20):
-        call()
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t)
-    return percentile(times, 50) * 1000
-
-
 def main() -> None:
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP", "/var/tmp")) as tmp:
         store = os.path.join(tmp, "models")
@@ -94,11 +83,11 @@ def main() -> None:
                 for kind, (_, url, target) in servers.items():
                     with requests.Session() as session:
                         rest[kind].append(p50_ms(lambda: session.post(url + "/api/show", json={"model": "tiny"},
-                                                                      headers=AUTH).raise_for_status()))
+                                                                      headers=AUTH).raise_for_status(), REQUESTS))
                     with grpc.insecure_channel(target) as ch:
                         show = pb_grpc.OllamaStub(ch).Show
                         meta = [("authorization", f"Bearer {KEY}")]
-                        rpc[kind].append(p50_ms(lambda: show(pb.ShowRequest(model="tiny"), metadata=meta)))
+                        rpc[kind].append(p50_ms(lambda: show(pb.ShowRequest(model="tiny"), metadata=meta), REQUESTS))
         finally:
             for proc, _, _ in servers.values():
                 proc.kill()

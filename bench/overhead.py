@@ -29,7 +29,7 @@ import grpc
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.harness import corral_server, free_port, percentile  # noqa: E402
+from bench.harness import corral_server, free_port, p50_ms, percentile  # noqa: E402
 from corral.protos.ollama.v1 import ollama_pb2 as pb  # noqa: E402
 from corral.protos.ollama.v1 import ollama_pb2_grpc as pb_grpc
 from tests.gguf_models import write_llama_gguf  # noqa: E402
@@ -99,17 +99,6 @@ def wait_http(url: str) -> None:
 
 # -- measuring ----------------------------------------------------------------------------------------
 
-def p50_ms(call, n: int = REQUESTS) -> float:
-    for _ in range(5):  # warm the connection and caches
-        call()
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - start) * 1000)
-    return percentile(times, 50)
-
-
 def http_get(session, url):
     def call():
         r = session.get(url)
@@ -157,15 +146,15 @@ def main() -> None:
             wait_http(f"http://127.0.0.1:{flask_port}/version")
             with requests.Session() as floor_http, requests.Session() as s:
                 for r in range(ROUNDS):
-                    rows["flask"].append(p50_ms(http_get(floor_http, f"http://127.0.0.1:{flask_port}/version")))
-                    rows["grpc"].append(p50_ms(lambda: floor_stub.Version(pb.VersionRequest())))
-                    rows["version"].append(p50_ms(http_get(s, srv.url + "/api/version")))
+                    rows["flask"].append(p50_ms(http_get(floor_http, f"http://127.0.0.1:{flask_port}/version"), REQUESTS, warm=5))
+                    rows["grpc"].append(p50_ms(lambda: floor_stub.Version(pb.VersionRequest()), REQUESTS, warm=5))
+                    rows["version"].append(p50_ms(http_get(s, srv.url + "/api/version"), REQUESTS, warm=5))
 
                     def show():
                         r = s.post(srv.url + "/api/show", json={"model": f"model-{MODELS // 2}"})
                         r.raise_for_status()
-                    rows["show"].append(p50_ms(show))
-                    rows["tags"].append(p50_ms(http_get(s, srv.url + "/api/tags"), n=REQUESTS // 4))
+                    rows["show"].append(p50_ms(show, REQUESTS, warm=5))
+                    rows["tags"].append(p50_ms(http_get(s, srv.url + "/api/tags"), REQUESTS // 4, warm=5))
                     rows["delete"].append(delete_ms(s, srv.url + "/api/delete", stub, r * DELETES))
             count = len(s.get(srv.url + "/api/tags").json()["models"])
             assert count == MODELS, count

@@ -13,14 +13,13 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import grpc
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.harness import free_port, percentile  # noqa: E402
+from bench.harness import free_port, p50_ms  # noqa: E402
 from corral.protos.ollama.v1 import ollama_pb2 as pb  # noqa: E402
 from corral.protos.ollama.v1 import ollama_pb2_grpc as pb_grpc  # noqa: E402
 from tests.gguf_models import write_llama_gguf  # noqa: E402
@@ -56,17 +55,6 @@ def serve(tmp: Path, *args: str) -> tuple[subprocess.Popen, str]:
     return proc, found[0]
 
 
-def p50_ms(call, n: int = REQUESTS) -> float:
-    for _ in range(20):
-        call()
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t)
-    return percentile(times, 50) * 1000
-
-
 def main() -> None:
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP", "/var/tmp")) as tmp_text:
         tmp = Path(tmp_text)
@@ -96,10 +84,10 @@ def main() -> None:
                 for kind in targets:
                     with grpc.insecure_channel(targets[kind], [("grpc.enable_http_proxy", 0)]) as ch:
                         show = pb_grpc.OllamaStub(ch).Show
-                        rpc[kind].append(p50_ms(lambda: show(pb.ShowRequest(model="tiny"), metadata=META)))
+                        rpc[kind].append(p50_ms(lambda: show(pb.ShowRequest(model="tiny"), metadata=META), REQUESTS))
                     with requests.Session() as session:
                         url = shims[kind] + "/api/show"
-                        rest[kind].append(p50_ms(lambda: session.post(url, json={"model": "tiny"}).raise_for_status()))
+                        rest[kind].append(p50_ms(lambda: session.post(url, json={"model": "tiny"}).raise_for_status(), REQUESTS))
         finally:
             for proxy in (nginx, kept):
                 if proxy is not None:

@@ -23,6 +23,7 @@ from cheroot import wsgi
 from corral.rest_shim.errors import BUSY
 from corral.rest_shim.jsonenc import dumpb
 from corral.rest_shim.metrics import HTTP_REFUSED
+from corral.rest_shim.streaming import OnClose
 
 SPARE_THREADS = 8  # workers that only ever answer 503 while `threads` requests are in progress
 _BUSY_BODY = dumpb({"error": BUSY})
@@ -45,29 +46,6 @@ def go_reason_phrases(app):
         return app(environ, start)
 
     return wrapped
-
-
-class _Released:
-    """A response body that gives its admission slot back when the server closes it (sent, or the client
-    went away), so a stream holds its slot for as long as it runs."""
-
-    __slots__ = ("body", "release")
-
-    def __init__(self, body, release):
-        self.body, self.release = body, release
-
-    def __iter__(self):
-        return iter(self.body)
-
-    def close(self):
-        try:
-            close = getattr(self.body, "close", None)
-            if close is not None:
-                close()
-        finally:
-            release, self.release = self.release, None
-            if release is not None:
-                release()
 
 
 class Gate:
@@ -96,7 +74,7 @@ class Gate:
         except BaseException:
             self._release()
             raise
-        return _Released(body, self._release)
+        return OnClose(body, self._release)
 
     def _release(self) -> None:
         with self._lock:

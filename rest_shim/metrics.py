@@ -13,6 +13,8 @@ import time
 from flask import Response, request
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 
+from corral.rest_shim.streaming import OnClose
+
 HTTP_REQUESTS = Counter("corral_http_requests", "REST requests answered, by route template, method and status.",
                         ["route", "method", "status"])
 HTTP_SECONDS = Histogram("corral_http_request_duration_seconds",
@@ -26,28 +28,6 @@ HTTP_IN_FLIGHT = Gauge("corral_http_requests_in_flight", "REST requests in progr
 UNMATCHED = "unmatched"
 _current = threading.local()  # the route of the request this thread is in (set during routing)
 METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
-
-
-class _Timed:
-    """The response body; records the request when the server closes it (sent, or the client left)."""
-
-    __slots__ = ("body", "done")
-
-    def __init__(self, body, done):
-        self.body, self.done = body, done
-
-    def __iter__(self):
-        return iter(self.body)
-
-    def close(self):
-        try:
-            close = getattr(self.body, "close", None)
-            if close is not None:
-                close()
-        finally:
-            done, self.done = self.done, None
-            if done is not None:
-                done()
 
 
 class RouteMetrics:
@@ -92,7 +72,7 @@ class RouteMetrics:
             done()
             raise
         route = _current.route  # the app has routed the request by now (before_request ran)
-        return _Timed(body, done)
+        return OnClose(body, done)
 
 
 def scrape() -> Response:

@@ -58,3 +58,27 @@ def ndjson(call, to_json, stream: bool = True, merge=None) -> Response:
             call.cancel()
 
     return Response(body(), status=200, content_type=NDJSON)
+
+
+class OnClose:
+    """A WSGI response body that calls `callback` once when the server closes it (sent whole, or the
+    client went away), after closing the body itself: a stream holds its admission slot, and is timed,
+    for as long as it runs."""
+
+    __slots__ = ("body", "callback")
+
+    def __init__(self, body, callback):
+        self.body, self.callback = body, callback
+
+    def __iter__(self):
+        return iter(self.body)
+
+    def close(self):
+        try:
+            close = getattr(self.body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            callback, self.callback = self.callback, None
+            if callback is not None:
+                callback()
