@@ -88,3 +88,25 @@ def p50_ms(call, n: int, warm: int = 20) -> float:
         call()
         times.append(time.perf_counter() - start)
     return percentile(times, 50) * 1000
+
+
+def paired(call, kinds: list[str], rounds: int, requests: int, block: int = 20) -> dict[str, list[float]]:
+    """Per round, each kind's p50 latency in ms, the kinds measured interleaved (`block` calls of each in
+    turn) so that all of them see the same background load: on a shared 2-core machine, kinds measured
+    one after the other compared different moments more than different paths. `call(kind)` makes one
+    request of that kind; 20 untimed calls of each warm connections and caches first."""
+    for kind in kinds:
+        for _ in range(20):
+            call(kind)
+    out: dict[str, list[float]] = {k: [] for k in kinds}
+    for _ in range(rounds):
+        times: dict[str, list[float]] = {k: [] for k in kinds}
+        for _ in range(max(1, requests // block)):
+            for kind in kinds:
+                for _ in range(block):
+                    start = time.perf_counter()
+                    call(kind)
+                    times[kind].append(time.perf_counter() - start)
+        for kind in kinds:
+            out[kind].append(percentile(times[kind], 50) * 1000)
+    return out

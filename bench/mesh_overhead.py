@@ -5,12 +5,14 @@ Two servers, each in its own process and each the gRPC service plus the REST shi
   * plain: no interceptors, no REST metrics, no keys (create_server(metrics=False), create_app(metrics_enabled=False));
   * mesh: Prometheus metrics on both sides, bearer keys checked on REST and again on the shim's gRPC hop,
     the drain counter (what `corral serve` runs with CORRAL_API_KEYS set).
-Both clients send the Authorization header, over kept-open connections. Servers are measured in turn in
-each of several rounds; each figure is the median over rounds of that round's p50. Target: the mesh
+Both clients send the Authorization header, over kept-open connections. The servers are measured
+interleaved (bench.harness.paired) in each of several rounds; each figure is the median over rounds of
+that round's p50. Target: the mesh
 server's /api/show p50 <= 1.05x the plain one's. Run under `flock /tmp/corral-bench.lock`.
 """
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
@@ -23,14 +25,14 @@ import grpc
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.harness import free_port, p50_ms  # noqa: E402
+from bench.harness import free_port, paired  # noqa: E402
 from corral.protos.ollama.v1 import ollama_pb2 as pb  # noqa: E402
 from corral.protos.ollama.v1 import ollama_pb2_grpc as pb_grpc  # noqa: E402
 from tests.gguf_models import write_llama_gguf  # noqa: E402
 from tests.models_helpers import upload  # noqa: E402
 
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
-REQUESTS = int(os.environ.get("BENCH_REQUESTS", "300"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "7"))
+REQUESTS = int(os.environ.get("BENCH_REQUESTS", "400"))
 KEY = "bench-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
@@ -77,17 +79,21 @@ def main() -> None:
                 req = pb.CreateRequest(model="tiny")
                 req.files["model.gguf"] = upload(stub, gguf)
                 list(stub.Create(req))
-            rest = {k: [] for k in servers}
-            rpc = {k: [] for k in servers}
-            for _ in range(ROUNDS):
-                for kind, (_, url, target) in servers.items():
-                    with requests.Session() as session:
-                        rest[kind].append(p50_ms(lambda: session.post(url + "/api/show", json={"model": "tiny"},
-                                                                      headers=AUTH).raise_for_status(), REQUESTS))
-                    with grpc.insecure_channel(target) as ch:
-                        show = pb_grpc.OllamaStub(ch).Show
-                        meta = [("authorization", f"Bearer {KEY}")]
-                        rpc[kind].append(p50_ms(lambda: show(pb.ShowRequest(model="tiny"), metadata=meta), REQUESTS))
+            with contextlib.ExitStack() as open_:
+                sessions = {k: open_.enter_context(requests.Session()) for k in servers}
+                shows = {k: pb_grpc.OllamaStub(open_.enter_context(grpc.insecure_channel(target))).Show
+                         for k, (_, _, target) in servers.items()}
+                meta = [("authorization", f"Bearer {KEY}")]
+
+                def rest_call(kind):
+                    sessions[kind].post(servers[kind][1] + "/api/show", json={"model": "tiny"},
+                                        headers=AUTH).raise_for_status()
+
+                def rpc_call(kind):
+                    shows[kind](pb.ShowRequest(model="tiny"), metadata=meta)
+
+                rest = paired(rest_call, list(servers), ROUNDS, REQUESTS)
+                rpc = paired(rpc_call, list(servers), ROUNDS, REQUESTS)
         finally:
             for proc, _, _ in servers.values():
                 proc.kill()

@@ -2,10 +2,13 @@
 
 One `corral serve` replica with a tiny model, Debian's nginx running the shipped config (ports substituted,
 tests/mesh/nginx.py) in front of it, a second nginx without the upstream `keepalive` (what it saves), and
-shim-only `corral serve --no-grpc` processes, one per gRPC target (the replica, each nginx). Measured in one run, in turn, over kept-open connections;
-each figure is the median over rounds of that round's p50. Target: through nginx <= 1.3x direct.
+shim-only `corral serve --no-grpc` processes, one per gRPC target (the replica, each nginx). Measured in one
+run over kept-open connections, the paths interleaved (bench.harness.paired); each figure is the median over
+rounds of that round's p50. Target: through nginx <= 1.3x direct. The nginx access log is on, buffered
+(`buffer=32k flush=1s`, as a busy production proxy keeps it).
 """
 
+import contextlib
 import os
 import re
 import statistics
@@ -19,15 +22,15 @@ import grpc
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.harness import free_port, p50_ms  # noqa: E402
+from bench.harness import free_port, paired  # noqa: E402
 from corral.protos.ollama.v1 import ollama_pb2 as pb  # noqa: E402
 from corral.protos.ollama.v1 import ollama_pb2_grpc as pb_grpc  # noqa: E402
 from tests.gguf_models import write_llama_gguf  # noqa: E402
 from tests.mesh.nginx import Nginx  # noqa: E402
 from tests.models_helpers import upload  # noqa: E402
 
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
-REQUESTS = int(os.environ.get("BENCH_REQUESTS", "300"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "7"))
+REQUESTS = int(os.environ.get("BENCH_REQUESTS", "400"))
 EXE = os.path.join(os.path.dirname(sys.executable), "corral")
 META = (("x-ollama-model", "tiny:latest"),)
 
@@ -70,7 +73,8 @@ def main() -> None:
                 req = pb.CreateRequest(model="tiny")
                 req.files["model.gguf"] = upload(stub, write_llama_gguf(tmp / "tiny.gguf"))
                 list(stub.Create(req))
-            nginx = Nginx(tmp / "nginx", [grpc_port]).start()
+            nginx = Nginx(tmp / "nginx", [grpc_port], access_log=os.environ.get("BENCH_ACCESS_LOG", "1") == "1",
+                          extra=os.environ.get("BENCH_NGINX_EXTRA", "")).start()
             kept = Nginx(tmp / "nginx-no-keepalive", [grpc_port], keepalive=-1).start()
             shims = {}
             targets = {"direct": direct, "nginx": nginx.target, "keepalive": kept.target}
@@ -78,16 +82,20 @@ def main() -> None:
                 proc, url = serve(tmp / f"shim-{kind}", "--no-grpc", "--grpc-target", target)
                 procs.append(proc)
                 shims[kind] = url
-            rest: dict[str, list[float]] = {k: [] for k in targets}
-            rpc: dict[str, list[float]] = {k: [] for k in targets}
-            for _ in range(ROUNDS):
-                for kind in targets:
-                    with grpc.insecure_channel(targets[kind], [("grpc.enable_http_proxy", 0)]) as ch:
-                        show = pb_grpc.OllamaStub(ch).Show
-                        rpc[kind].append(p50_ms(lambda: show(pb.ShowRequest(model="tiny"), metadata=META), REQUESTS))
-                    with requests.Session() as session:
-                        url = shims[kind] + "/api/show"
-                        rest[kind].append(p50_ms(lambda: session.post(url, json={"model": "tiny"}).raise_for_status(), REQUESTS))
+            with contextlib.ExitStack() as open_:
+                channels = {k: open_.enter_context(grpc.insecure_channel(t, [("grpc.enable_http_proxy", 0)]))
+                            for k, t in targets.items()}
+                sessions = {k: open_.enter_context(requests.Session()) for k in targets}
+                shows = {k: pb_grpc.OllamaStub(ch).Show for k, ch in channels.items()}
+
+                def rpc_call(kind):
+                    shows[kind](pb.ShowRequest(model="tiny"), metadata=META)
+
+                def rest_call(kind):
+                    sessions[kind].post(shims[kind] + "/api/show", json={"model": "tiny"}).raise_for_status()
+
+                rpc = paired(rpc_call, list(targets), ROUNDS, REQUESTS)
+                rest = paired(rest_call, list(targets), ROUNDS, REQUESTS)
         finally:
             for proxy in (nginx, kept):
                 if proxy is not None:

@@ -75,8 +75,10 @@ def pick(key: str, servers: list[str], down: tuple[str, ...] = ()) -> str:
 
 
 class Nginx:
-    def __init__(self, folder: Path, replica_ports: list[int], keepalive: int = 0):
+    def __init__(self, folder: Path, replica_ports: list[int], keepalive: int = 0, access_log: bool = True,
+                 extra: str = ""):
         self.folder = folder
+        self.access_log, self.extra = access_log, extra
         self.keepalive = keepalive
         self.port = free_port()
         self.replica_ports = replica_ports
@@ -103,7 +105,8 @@ class Nginx:
             "events { worker_connections 1024; }\n"
             "http {\n  log_format corral '$msec $status $request_time $upstream_addr $upstream_status '\n"
             "    'grpc=$upstream_http_grpc_status/$upstream_trailer_grpc_status $http_x_ollama_model';\n"
-            f"  access_log {f}/access.log corral;\n  client_body_temp_path {f}/temp/body;\n"
+            + (f"  access_log {f}/access.log corral buffer=32k flush=1s;\n" if self.access_log else "  access_log off;\n")
+            + f"{self.extra}  client_body_temp_path {f}/temp/body;\n"
             f"  proxy_temp_path {f}/temp/proxy;\n  include {f}/corral.conf;\n}}\n")
         args = [exe, "-p", str(f), "-c", str(f / "nginx.conf"), "-e", str(f / "error.log")]
         subprocess.run([*args, "-t", "-q"], check=True, capture_output=True)
