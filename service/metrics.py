@@ -101,13 +101,38 @@ def _embeddings(request, response) -> None:
         EMBEDDED_TEXTS.labels(request.model).inc()
 
 
+class _StreamModel:
+    """The model an EmbedStream names in its first message, read as the messages pass by (the stream's
+    request is an iterator: there is no request object to ask afterwards)."""
+
+    def __init__(self, requests: Iterable):
+        self.name = ""
+        self._requests = requests
+
+    def __iter__(self):
+        for message in self._requests:
+            if not self.name and message.HasField("config"):
+                self.name = message.config.model
+            yield message
+
+
+def _embed_stream(request: _StreamModel, response) -> None:
+    done = sum(1 for result in response.results if not result.error)
+    if done:  # a result means the model exists: the label is bounded
+        EMBEDDED_TEXTS.labels(request.name).inc(done)
+    if response.HasField("metrics") and request.name:
+        EMBEDDED_TOKENS.labels(request.name).inc(response.metrics.prompt_eval_count)
+
+
 # method -> observer(request, response) for each response of a successful call
 OBSERVERS: dict[str, Callable] = {
     "/ollama.v1.Ollama/Generate": _text_generation,
     "/ollama.v1.Ollama/Chat": _text_generation,
     "/ollama.v1.Ollama/Embed": _embed,
     "/ollama.v1.Ollama/Embeddings": _embeddings,
+    "/ollama.v1.Ollama/EmbedStream": _embed_stream,
 }
+EMBED_STREAM = "/ollama.v1.Ollama/EmbedStream"
 PUSH_BLOB = "/ollama.v1.Ollama/PushBlob"
 
 
@@ -157,6 +182,7 @@ class MetricsInterceptor(grpc.ServerInterceptor):
         handled: dict[str, Counter] = {}
         observe = OBSERVERS.get(method)
         count_upload = method == PUSH_BLOB
+        stream_model = method == EMBED_STREAM
 
         def begin():
             started.inc()
@@ -177,10 +203,10 @@ class MetricsInterceptor(grpc.ServerInterceptor):
 
             def stream(request, context):
                 begun, error = begin(), None
-                if count_upload:
-                    request = _counted_upload(request)
+                if stream_model:
+                    request = _StreamModel(request)
                 try:
-                    for response in behavior(request, context):
+                    for response in behavior(iter(request) if stream_model else request, context):
                         if observe is not None:
                             observe(request, response)
                         yield response

@@ -3,8 +3,9 @@
 Why: behind a proxy that hashes on the model name (deploy/nginx/corral.conf), the replica a model's
 requests land on changes when a replica dies, is restarted or is added. With the registry as the source of
 truth, the replica that inherits a model fetches it itself, and the request that found it missing waits for
-the pull and is then served as usual. `install` wraps the servicer's Show, Generate, Chat, Embed and
-Embeddings (the calls that resolve a model by name) so the engine and the store stay unaware of it.
+the pull and is then served as usual. `install` wraps the servicer's Show, Generate, Chat, Embed,
+Embeddings and EmbedStream (the calls that resolve a model by name; EmbedStream names it in its first
+message) so the engine and the store stay unaware of it.
 
 Single flight: one pull per name at a time, on a thread of its own; concurrent requests for that name
 wait for it (each until its own deadline or cancellation, which does not stop the pull for the others).
@@ -14,6 +15,7 @@ pull failure (registry unreachable, unauthorized) is the request's error, so an 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -112,9 +114,21 @@ class PullOnDemand:
         call.__name__ = getattr(method, "__name__", "call")
         return call
 
+    def wrap_stream(self, method):
+        """For a request stream that names its model in the first message's config."""
+        def call(requests, context):
+            first = next(requests, None)
+            if first is not None and first.HasField("config"):
+                self._ensure_call(first.config, context)
+            yield from method(itertools.chain(() if first is None else (first,), requests), context)
+
+        call.__name__ = getattr(method, "__name__", "call")
+        return call
+
 
 def install(servicer, on_demand: PullOnDemand) -> None:
     """Wraps the servicer's model-resolving methods (before the servicer is added to a server)."""
     for method in METHODS:
         setattr(servicer, method, on_demand.wrap(getattr(servicer, method)))
+    servicer.EmbedStream = on_demand.wrap_stream(servicer.EmbedStream)
     servicer.pull_on_demand = on_demand

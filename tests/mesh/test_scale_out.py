@@ -154,7 +154,8 @@ def test_model_affinity_and_failover_with_pull_on_demand(cluster):
 
 def test_concurrent_requests_wait_for_one_pull(cluster):
     a, _ = cluster.two_models()
-    cluster.seed([a])
+    streamed = f"{cluster.registry.host}/test/streamed:latest"
+    cluster.seed([a, streamed])
     target = cluster.replicas[cluster.pick(a)]
     results: list = []
 
@@ -180,6 +181,20 @@ def test_concurrent_requests_wait_for_one_pull(cluster):
         pb_grpc.OllamaStub(ch).Show(pb.ShowRequest(model=missing), metadata=model_metadata(missing), timeout=60)
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
     assert err.value.details() == f"model '{missing}' not found"
+
+    # EmbedStream names its model in its first message: pulled on demand too, and counted in /metrics.
+    replica = cluster.replicas[2]
+    first = pb.EmbedStreamRequest(config=pb.EmbedStreamConfig(model=streamed))
+    first.items.add(id="a", text="one")
+    rest = pb.EmbedStreamRequest(items=[pb.EmbedItem(id="b", text="two"), pb.EmbedItem(id="c", text="three")])
+    with channel(replica.target) as ch:
+        replies = list(pb_grpc.OllamaStub(ch).EmbedStream(iter([first, rest]), timeout=120))
+    assert [r.id for reply in replies for r in reply.results] == ["a", "b", "c"]
+    assert any(f"pulled {streamed} on demand" in line for line in replica.log)
+    scraped = requests.get(replica.url + "/metrics", timeout=10).text
+    texts = [s.value for f in text_string_to_metric_families(scraped) for s in f.samples
+             if s.name == "corral_embedded_texts_total" and s.labels.get("model") == streamed]
+    assert texts == [3]
 
 
 def test_rolling_restart_loses_no_request(cluster):

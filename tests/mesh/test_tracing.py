@@ -97,3 +97,43 @@ def test_console_exporter_spans_continue_the_callers_trace(serve_factory, tmp_pa
     # The service's log line for the request names the trace too.
     assert wait_until(lambda: any("request_id=otel-1" in line and f"trace_id={TRACE_ID}" in line
                                   for line in server.log))
+
+
+def test_otlp_exporter_delivers_spans_to_a_collector(serve_factory, tmp_path):
+    """OTEL_EXPORTER_OTLP_ENDPOINT set: spans reach an OTLP/gRPC collector (a real TraceService server, the
+    protocol's own protos) with the caller's trace id, the rpc's name and the service name."""
+    from concurrent import futures
+
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+    received: list = []
+
+    class Collector(trace_service_pb2_grpc.TraceServiceServicer):
+        def Export(self, request, context):
+            received.append(request)
+            return trace_service_pb2.ExportTraceServiceResponse()
+
+    collector = grpc.server(futures.ThreadPoolExecutor(2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Collector(), collector)
+    port = collector.add_insecure_port("127.0.0.1:0")
+    collector.start()
+    try:
+        server = serve_factory(env={"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+                                    "OTEL_EXPORTER_OTLP_INSECURE": "true", "OTEL_BSP_SCHEDULE_DELAY": "100",
+                                    "OTEL_SERVICE_NAME": "corral-otlp", "NO_PROXY": "*"})
+        setup_model(server, tmp_path)
+        assert show(server, traceparent=TRACEPARENT).status_code == 200
+
+        def spans():
+            out = []
+            for request in received:
+                for resource_spans in request.resource_spans:
+                    attrs = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+                    for scope in resource_spans.scope_spans:
+                        out += [(attrs.get("service.name"), s.name, s.trace_id.hex()) for s in scope.spans]
+            return [s for s in out if s[2] == TRACE_ID]
+
+        found = wait_until(spans, timeout=15)
+        assert ("corral-otlp", "/ollama.v1.Ollama/Show", TRACE_ID) in found, found
+    finally:
+        collector.stop(0)
