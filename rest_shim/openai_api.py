@@ -271,9 +271,13 @@ def _logprobs_out(entries) -> list[dict]:
 
 
 def _finish(reason: str, tool_calls: bool) -> str | None:
+    """OpenAI's finish_reason: its clients know stop, length and tool_calls, so Ollama's other done reasons
+    ("load" for an empty prompt, "unload") are a plain stop."""
     if not reason:
         return None
-    return "tool_calls" if tool_calls else reason
+    if tool_calls:
+        return "tool_calls"
+    return "length" if reason == "length" else "stop"
 
 
 @bp.route("/v1/chat/completions", methods=["POST"])

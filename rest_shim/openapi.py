@@ -150,8 +150,8 @@ def _bindings(rule) -> list[tuple[str, str, str]]:
     return out
 
 
-def _errors() -> dict:
-    return {code: {"description": text, "content": {"application/json": {"schema": _ref("Error")}}}
+def _errors(schema: str = "Error") -> dict:
+    return {code: {"description": text, "content": {"application/json": {"schema": _ref(schema)}}}
             for code, text in ERROR_STATUSES.items()}
 
 
@@ -200,29 +200,96 @@ def _json_op(op_id: str, summary: str, body: dict | None, response: dict, tag: s
     content: dict[str, dict] = {"application/json": {"schema": response}}
     if sse:
         content["text/event-stream"] = {"schema": {"type": "string"}, "description": "stream: true"}
-    op["responses"] = {"200": {"description": "success", "content": content}, **_errors()}
+    op["responses"] = {"200": {"description": "success", "content": content},
+                       **_errors("OpenAIError" if tag == "openai" else "Error")}
     return op
 
 
 _OBJ = {"type": "object"}
+_STR, _INT, _NUM = {"type": "string"}, {"type": "integer"}, {"type": "number"}
+_STOP = {"type": ["string", "array", "null"], "items": _STR}
+# OpenAI's message: content as text or parts (text, image_url), tool calls on assistant messages.
+_OPENAI_PART = {"type": "object", "required": ["type"], "properties": {
+    "type": {"type": "string", "enum": ["text", "image_url"]}, "text": _STR,
+    "image_url": {"type": ["string", "object"], "properties": {"url": _STR}}}}
+_OPENAI_TOOL_CALL = {"type": "object", "properties": {
+    "id": _STR, "index": _INT, "type": {"type": "string", "enum": ["function"]},
+    "function": {"type": "object", "required": ["name"], "properties": {"name": _STR, "arguments": _STR}}}}
+_OPENAI_MESSAGE = {"type": "object", "required": ["role"], "properties": {
+    "role": {"type": "string", "enum": ["system", "developer", "user", "assistant", "tool"]},
+    "content": {"type": ["string", "array", "null"], "items": _OPENAI_PART},
+    "name": _STR, "tool_call_id": _STR, "reasoning": _STR,
+    "tool_calls": {"type": "array", "items": _OPENAI_TOOL_CALL}}}
+_OPENAI_TOOL = {"type": "object", "required": ["type", "function"], "properties": {
+    "type": {"type": "string", "enum": ["function"]},
+    "function": {"type": "object", "required": ["name"], "properties": {
+        "name": _STR, "description": _STR, "parameters": _OBJ}}}}
+_STREAM_OPTIONS = {"type": "object", "properties": {"include_usage": {"type": "boolean"}}}
 _OPENAI_CHAT = {"type": "object", "required": ["model", "messages"], "properties": {
-    "model": {"type": "string"}, "messages": {"type": "array", "items": _OBJ},
-    "stream": {"type": "boolean"}, "stream_options": _OBJ, "max_tokens": {"type": "integer"},
-    "max_completion_tokens": {"type": "integer"}, "temperature": {"type": "number"},
-    "top_p": {"type": "number"}, "seed": {"type": "integer"}, "stop": {"type": ["string", "array"]},
-    "frequency_penalty": {"type": "number"}, "presence_penalty": {"type": "number"},
-    "response_format": _OBJ, "tools": {"type": "array", "items": _OBJ}, "tool_choice": {},
-    "logprobs": {"type": "boolean"}, "top_logprobs": _INT32, "reasoning_effort": {"type": "string"},
-    "reasoning": _OBJ}}
+    "model": _STR, "messages": {"type": "array", "minItems": 1, "items": _OPENAI_MESSAGE},
+    "stream": {"type": "boolean"}, "stream_options": _STREAM_OPTIONS, "max_tokens": _INT32,
+    "max_completion_tokens": _INT32, "temperature": _NUM, "top_p": _NUM, "seed": _INT32, "stop": _STOP,
+    "frequency_penalty": _NUM, "presence_penalty": _NUM,
+    "response_format": {"type": "object", "required": ["type"], "properties": {
+        "type": {"type": "string", "enum": ["text", "json_object", "json_schema"]},
+        "json_schema": {"type": "object", "properties": {"name": _STR, "schema": _OBJ,
+                                                         "strict": {"type": "boolean"}}}}},
+    "tools": {"type": "array", "items": _OPENAI_TOOL}, "tool_choice": {"type": ["string", "object"]},
+    "logprobs": {"type": "boolean"}, "top_logprobs": {"type": "integer", "minimum": 0, "maximum": 20},
+    "reasoning_effort": {"type": "string", "enum": ["high", "medium", "low", "none"]},
+    "reasoning": {"type": "object", "properties": {"effort": {"type": "string"}}}}}
 _OPENAI_COMPLETION = {"type": "object", "required": ["model", "prompt"], "properties": {
-    "model": {"type": "string"}, "prompt": {"type": "string"}, "suffix": {"type": "string"},
-    "stream": {"type": "boolean"}, "stream_options": _OBJ, "max_tokens": {"type": "integer"},
-    "temperature": {"type": "number"}, "top_p": {"type": "number"}, "seed": {"type": "integer"},
-    "stop": {"type": ["string", "array"]}, "frequency_penalty": {"type": "number"},
-    "presence_penalty": {"type": "number"}}}
+    "model": _STR, "prompt": _STR, "suffix": _STR, "echo": {"type": "boolean"},
+    "stream": {"type": "boolean"}, "stream_options": _STREAM_OPTIONS, "max_tokens": _INT32,
+    "temperature": _NUM, "top_p": _NUM, "seed": _INT32, "stop": _STOP, "frequency_penalty": _NUM,
+    "presence_penalty": _NUM}}
+_TOKEN_IDS = {"type": "array", "items": {"type": "integer", "minimum": 0}}
 _OPENAI_EMBED = {"type": "object", "required": ["model", "input"], "properties": {
-    "model": {"type": "string"}, "input": {"type": ["string", "array"]}, "dimensions": _INT32,
-    "encoding_format": {"type": "string", "enum": ["float", "base64"]}}}
+    "model": _STR, "dimensions": _INT32, "encoding_format": {"type": "string", "enum": ["float", "base64"]},
+    "input": {"anyOf": [_STR, {"type": "array", "items": _STR}, _TOKEN_IDS,
+                        {"type": "array", "items": _TOKEN_IDS}]}}}
+
+# What the /v1 routes answer (the shapes the official openai client parses).
+_USAGE = {"type": "object", "required": ["prompt_tokens", "total_tokens"], "properties": {
+    "prompt_tokens": _INT, "completion_tokens": _INT, "total_tokens": _INT}}
+_OPENAI_LOGPROB = {"type": "object", "required": ["token", "logprob"], "properties": {
+    "token": _STR, "logprob": _NUM, "bytes": {"type": ["array", "null"], "items": _INT},
+    "top_logprobs": {"type": "array", "items": _OBJ}}}
+_FINISH = {"type": ["string", "null"], "enum": ["stop", "length", "tool_calls", None]}
+_OPENAI_CHAT_REPLY = {"type": "object", "required": ["id", "object", "created", "model", "choices"],
+                      "properties": {
+    "id": _STR, "object": {"const": "chat.completion"}, "created": _INT, "model": _STR,
+    "system_fingerprint": _STR, "usage": _USAGE,
+    "choices": {"type": "array", "items": {"type": "object", "required": ["index", "message", "finish_reason"],
+                                           "properties": {
+        "index": _INT, "finish_reason": _FINISH,
+        "message": {"type": "object", "required": ["role", "content"], "properties": {
+            "role": {"const": "assistant"}, "content": {"type": ["string", "null"]}, "reasoning": _STR,
+            "tool_calls": {"type": "array", "items": _OPENAI_TOOL_CALL}}},
+        "logprobs": {"type": ["object", "null"], "properties": {
+            "content": {"type": "array", "items": _OPENAI_LOGPROB}}}}}}}}
+_OPENAI_COMPLETION_REPLY = {"type": "object", "required": ["id", "object", "created", "model", "choices"],
+                            "properties": {
+    "id": _STR, "object": {"const": "text_completion"}, "created": _INT, "model": _STR,
+    "system_fingerprint": _STR, "usage": _USAGE,
+    "choices": {"type": "array", "items": {"type": "object", "required": ["text", "index", "finish_reason"],
+                                           "properties": {
+        "text": _STR, "index": _INT, "finish_reason": _FINISH, "logprobs": {"type": ["object", "null"]}}}}}}
+_OPENAI_EMBED_REPLY = {"type": "object", "required": ["object", "data", "model", "usage"], "properties": {
+    "object": {"const": "list"}, "model": _STR, "usage": _USAGE,
+    "data": {"type": "array", "items": {"type": "object", "required": ["object", "embedding", "index"],
+                                        "properties": {
+        "object": {"const": "embedding"}, "index": _INT,
+        "embedding": {"type": ["array", "string"], "items": _NUM}}}}}}
+_OPENAI_MODEL = {"type": "object", "required": ["id", "object", "created", "owned_by"], "properties": {
+    "id": _STR, "object": {"const": "model"}, "created": _INT, "owned_by": _STR}}
+_OPENAI_MODELS = {"type": "object", "required": ["object", "data"], "properties": {
+    "object": {"const": "list"}, "data": {"type": "array", "items": _OPENAI_MODEL}}}
+# OpenAI's error object, with the status the Ollama route would have given.
+OPENAI_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
+    "type": "object", "required": ["message", "type"], "properties": {
+        "message": _STR, "type": _STR, "param": {"type": ["string", "null"]},
+        "code": {"type": ["string", "integer", "null"]}}}}}
 
 
 def _extra_paths() -> dict[str, dict]:
@@ -240,14 +307,16 @@ def _extra_paths() -> dict[str, dict]:
         "/metrics": {"get": {"operationId": "Metrics", "tags": ["corral"],
                              "summary": "Prometheus metrics (text exposition format)", "responses": text}},
         "/v1/chat/completions": {"post": _json_op("OpenAIChat", "OpenAI chat completions (onto rpc Chat)",
-                                                  _OPENAI_CHAT, _OBJ, "openai", sse=True)},
+                                                  _OPENAI_CHAT, _OPENAI_CHAT_REPLY, "openai", sse=True)},
         "/v1/completions": {"post": _json_op("OpenAICompletions", "OpenAI completions (onto rpc Generate)",
-                                             _OPENAI_COMPLETION, _OBJ, "openai", sse=True)},
+                                             _OPENAI_COMPLETION, _OPENAI_COMPLETION_REPLY, "openai",
+                                             sse=True)},
         "/v1/embeddings": {"post": _json_op("OpenAIEmbeddings", "OpenAI embeddings (onto rpc Embed)",
-                                            _OPENAI_EMBED, _OBJ, "openai")},
-        "/v1/models": {"get": _json_op("OpenAIModels", "OpenAI model list (onto rpc List)", None, _OBJ, "openai")},
-        "/v1/models/{model}": {"get": _json_op("OpenAIModel", "OpenAI model (onto rpc Show)", None, _OBJ, "openai",
-                                               params=model_param)},
+                                            _OPENAI_EMBED, _OPENAI_EMBED_REPLY, "openai")},
+        "/v1/models": {"get": _json_op("OpenAIModels", "OpenAI model list (onto rpc List)", None,
+                                       _OPENAI_MODELS, "openai")},
+        "/v1/models/{model}": {"get": _json_op("OpenAIModel", "OpenAI model (onto rpc Show)", None,
+                                               _OPENAI_MODEL, "openai", params=model_param)},
     }
 
 
@@ -266,6 +335,7 @@ def build() -> dict:
         paths.setdefault(path, {}).update(ops)
     schemas = dict(b.schemas)
     schemas["Error"] = ERROR
+    schemas["OpenAIError"] = OPENAI_ERROR
     return {
         "openapi": "3.1.0",
         "info": {"title": "Corral (Ollama API)", "version": OLLAMA_COMPAT_VERSION,

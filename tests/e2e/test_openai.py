@@ -87,6 +87,9 @@ def test_completions(models, client, shim):
     assert "".join(p.choices[0].text for p in parts if p.choices) == reply.choices[0].text
     raw = requests.post(shim.url + "/v1/completions", json={"model": "tiny", "prompt": "x", **GREEDY}).json()
     strict(Completion, raw)
+    # An empty prompt only loads the model (Ollama's done_reason "load"): OpenAI's clients get "stop".
+    empty = client.completions.create(model="tiny", prompt="", **GREEDY)
+    assert empty.choices[0].text == "" and empty.choices[0].finish_reason == "stop"
 
 
 def test_embeddings_float_and_base64(models, client, shim):
