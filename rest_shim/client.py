@@ -6,7 +6,7 @@ and `Version()`, the service's version remembered while the channel stays connec
 upgraded service is a new connection, which forgets it).
 """
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import grpc
 from flask import current_app, has_request_context, request
@@ -14,6 +14,7 @@ from flask import current_app, has_request_context, request
 from corral.protos.ollama.v1 import ollama_pb2 as pb
 from corral.protos.ollama.v1 import ollama_pb2_grpc as pb_grpc
 from corral.rest_shim.tracing import outgoing_metadata
+from corral.service.call_metadata import MetadataInterceptor
 from corral.store.names import parse_name
 
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
@@ -42,15 +43,6 @@ class RawStub:
             response_deserializer=pb.PushBlobResponse.FromString, _registered_method=True)
 
 
-class _CallDetails(NamedTuple):
-    method: str
-    timeout: float | None
-    metadata: Any
-    credentials: Any
-    wait_for_ready: Any
-    compression: Any
-
-
 def model_header(message: Any) -> str:
     """The `x-ollama-model` value for a request message: its model name in the short form /api/tags shows
     (`tiny` and `tiny:latest` hash alike at the proxy), "" when it names none or no valid one."""
@@ -61,8 +53,7 @@ def model_header(message: Any) -> str:
     return name.display if name.is_valid() else ""
 
 
-class ForwardAuthorization(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
-                           grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+class ForwardAuthorization(MetadataInterceptor):
     """Call metadata from the REST request: with `forward_auth`, the caller's `Authorization` header (else
     `fallback`, the shim's own key) as `authorization`, so a service that checks keys sees the caller's;
     always `x-ollama-model` on a call whose request names a model, what a proxy in front of several
@@ -72,8 +63,8 @@ class ForwardAuthorization(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamCli
         self.fallback = f"Bearer {fallback}" if fallback else ""
         self.forward_auth = forward_auth
 
-    def _details(self, details, message: Any = None):
-        metadata = list(details.metadata or ())
+    def entries(self, message: Any) -> list[tuple[str, str]]:
+        metadata = []
         if self.forward_auth:
             header = request.headers.get("Authorization") if has_request_context() else None
             header = header or self.fallback
@@ -82,22 +73,7 @@ class ForwardAuthorization(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamCli
         if message is not None and (model := model_header(message)):
             metadata.append(("x-ollama-model", model))
         metadata += outgoing_metadata()  # x-request-id, traceparent (rest_shim/tracing.py)
-        if not metadata:
-            return details
-        return _CallDetails(details.method, details.timeout, metadata, details.credentials,
-                            details.wait_for_ready, details.compression)
-
-    def intercept_unary_unary(self, continuation, client_call_details, request_message):
-        return continuation(self._details(client_call_details, request_message), request_message)
-
-    def intercept_unary_stream(self, continuation, client_call_details, request_message):
-        return continuation(self._details(client_call_details, request_message), request_message)
-
-    def intercept_stream_unary(self, continuation, client_call_details, request_iterator):
-        return continuation(self._details(client_call_details), request_iterator)
-
-    def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
-        return continuation(self._details(client_call_details), request_iterator)
+        return metadata
 
 
 def channel_credentials(ca: str = "", cert: str = "", key: str = "") -> grpc.ChannelCredentials:

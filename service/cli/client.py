@@ -12,11 +12,12 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import grpc
 
 from corral.protos.ollama.v1 import ollama_pb2_grpc as pb_grpc
+from corral.service.call_metadata import MetadataInterceptor
 from corral.store import config
 from corral.store.errors import CorralError
 
@@ -33,37 +34,14 @@ class CliError(Exception):
         self.message = message
 
 
-class _Authorization(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
-                     grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+class _Authorization(MetadataInterceptor):
     """Adds `authorization: Bearer <CORRAL_API_KEY>` to every call."""
 
     def __init__(self, key: str):
         self.entry = ("authorization", f"Bearer {key}")
 
-    def _details(self, details):
-        return _CallDetails(details.method, details.timeout, [*(details.metadata or ()), self.entry],
-                            details.credentials, details.wait_for_ready, details.compression)
-
-    def intercept_unary_unary(self, continuation, details, request):
-        return continuation(self._details(details), request)
-
-    def intercept_unary_stream(self, continuation, details, request):
-        return continuation(self._details(details), request)
-
-    def intercept_stream_unary(self, continuation, details, requests):
-        return continuation(self._details(details), requests)
-
-    def intercept_stream_stream(self, continuation, details, requests):
-        return continuation(self._details(details), requests)
-
-
-class _CallDetails(NamedTuple):
-    method: str
-    timeout: float | None
-    metadata: Any
-    credentials: Any
-    wait_for_ready: Any
-    compression: Any
+    def entries(self, message: Any) -> list[tuple[str, str]]:
+        return [self.entry]
 
 
 class Client:
