@@ -12,7 +12,9 @@ from typing import Any
 from flask import request
 from google.protobuf import duration_pb2, struct_pb2
 from google.protobuf.json_format import ParseDict
+from werkzeug.exceptions import ClientDisconnected
 
+from corral.rest_shim import reading
 from corral.rest_shim.errors import HTTPError
 from corral.rest_shim.jsonenc import loads
 from corral.store import config
@@ -42,11 +44,23 @@ def json_body(request_type: str, required: bool = True) -> dict:
     Limits, whatever the route (malformed input is refused as a class, never reaches the service as a
     500): a body past CORRAL_MAX_BODY_BYTES is refused with 413 from its Content-Length before it is read
     (a chunked one when the limit is reached); nesting past CORRAL_MAX_JSON_DEPTH, NaN, infinities and
-    numbers past float64's range are 400; lone UTF-16 surrogates become U+FFFD, as Go's decoder does."""
+    numbers past float64's range are 400; lone UTF-16 surrogates become U+FFFD, as Go's decoder does.
+    A body that cannot be read (malformed chunks, an early end, a client too slow) is answered with what
+    its reader recorded (rest_shim/reading.py): 400, 413 or 408, never a 500."""
     limit = config.max_body_bytes()
     if request.content_length is not None and request.content_length > limit:
         raise _too_large(limit)
-    raw = request.get_data(cache=True) if request.content_length is not None else _read_chunked(limit)
+    try:
+        if request.content_length is not None:
+            raw = request.get_data(cache=True)
+        else:
+            reading.limit_chunked(request.stream, limit)
+            raw = _read_chunked(limit)
+    except HTTPError:
+        raise
+    except (OSError, ValueError, ClientDisconnected) as exc:
+        status, text = reading.body_failure(request.stream) or (400, f"error reading the request body: {exc}")
+        raise HTTPError(status, text) from None
     if not raw.strip():
         if required:
             raise HTTPError(400, "missing request body")

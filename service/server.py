@@ -69,6 +69,18 @@ def channel_options(transport: config.GrpcTransport | None = None) -> list[tuple
     return options
 
 
+# Streams one connection may open past the server's capacity: those few are refused "busy" at once (as
+# the REST shim's spare threads answer), the ones after them wait in the client for a stream.
+SPARE_STREAMS = 8
+
+
+def max_streams(transport: config.GrpcTransport, limit: int) -> int:
+    """HTTP/2 concurrent streams per connection: CORRAL_GRPC_MAX_STREAMS, else the server's capacity plus
+    SPARE_STREAMS. Without a cap (gRPC's default is unbounded) one connection could open any number of
+    streams, each one state in gRPC's core before the capacity check refuses it."""
+    return transport.max_streams or limit + SPARE_STREAMS
+
+
 MALLOC_ARENAS = 2
 _M_ARENA_MAX = -8  # glibc's mallopt parameter
 
@@ -120,8 +132,10 @@ def create_server(store: ModelStore, address: str = "127.0.0.1:50051", max_reque
         interceptors.append(DrainInterceptor(drain))
     if keys:
         interceptors.append(AuthInterceptor(Keys(keys)))
+    transport = config.GrpcTransport.from_env()
+    options = [*channel_options(transport), ("grpc.max_concurrent_streams", max_streams(transport, limit))]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=limit, thread_name_prefix="grpc"),
-                         options=channel_options(), maximum_concurrent_rpcs=limit, interceptors=interceptors)
+                         options=options, maximum_concurrent_rpcs=limit, interceptors=interceptors)
     servicer = build_servicer(store)
     watch_scheduler(servicer.inference.engine.scheduler)
     pb_grpc.add_OllamaServicer_to_server(servicer, RawPushBlob(server))  # PushBlob's data is not copied

@@ -334,12 +334,16 @@ class GrpcTransport:
     idle connection; keepalive_timeout: CORRAL_GRPC_KEEPALIVE_TIMEOUT, how long it waits for the answer;
     min_ping_interval: CORRAL_GRPC_MIN_PING_INTERVAL, the shortest interval it allows between a client's
     pings (clients behind proxies that ping often need it lowered, else gRPC closes them with ENHANCE_YOUR_CALM).
+    max_streams: CORRAL_GRPC_MAX_STREAMS, the concurrent calls (HTTP/2 streams) one connection may open;
+    calls past it wait in the client for a stream. 0 (default): the server's capacity plus a few, so that
+    one connection can use the whole server and a caller past capacity still hears "busy" at once.
     """
 
     max_message_bytes: int = DEFAULT_GRPC_MAX_MESSAGE_BYTES
     keepalive_time: float = 0.0
     keepalive_timeout: float = 0.0
     min_ping_interval: float = 0.0
+    max_streams: int = 0
 
     @classmethod
     def from_env(cls) -> GrpcTransport:
@@ -348,6 +352,7 @@ class GrpcTransport:
             keepalive_time=_float("CORRAL_GRPC_KEEPALIVE_TIME", 0.0),
             keepalive_timeout=_float("CORRAL_GRPC_KEEPALIVE_TIMEOUT", 0.0),
             min_ping_interval=_float("CORRAL_GRPC_MIN_PING_INTERVAL", 0.0),
+            max_streams=_int("CORRAL_GRPC_MAX_STREAMS", 0, minimum=0),
         )
 
 
@@ -371,6 +376,99 @@ def max_json_depth() -> int:
     if depth > DEFAULT_MAX_JSON_DEPTH:
         raise ConfigError(f"CORRAL_MAX_JSON_DEPTH: {depth} is above the maximum {DEFAULT_MAX_JSON_DEPTH}")
     return depth
+
+
+# -- request limits (issue 13 "Limits"): what one request may ask of the service, and of the REST listener --
+
+# A request's options may not load a runner bigger than this (a context, a batch) nor ask for more tokens.
+# num_ctx: 131072 is the trained length of the long-context models in common use (Llama 3.1+, Qwen 2.5/3,
+# Mistral Nemo) that Ollama users raise num_ctx to; an 8B model's f16 KV cache at that length is 16 GiB,
+# which with its weights still fits a 24 GiB machine, while a 1M-token request (Qwen2.5-1M, Llama 4) would
+# ask for 128 GiB. num_batch: 8192 covers the 8k-context encoders (nomic-embed, bge-m3) that need it to
+# embed a long input whole; runners use it as n_ubatch too, and the compute buffers grow with it.
+DEFAULT_MAX_NUM_CTX = 131072
+DEFAULT_MAX_NUM_BATCH = 8192
+DEFAULT_MAX_NUM_PREDICT = 131072
+# The text of one generate or chat request: 8 MiB is 8 to 16 times what the largest context above holds
+# (4-8 bytes a token), room for a long conversation that truncation cuts down, and bounds the tokenizing
+# and template rendering one request can cost.
+DEFAULT_MAX_PROMPT_BYTES = 8 * 1024 * 1024
+# Embed: Ollama has no limit and clients send whole document lists at once (LangChain's embed_documents),
+# so the count is bounded by what the answer costs: over gRPC the vectors stream out as they are made, but
+# the REST answer is assembled whole, about 12 bytes of JSON a dimension: 65536 inputs of 1024 dimensions
+# is 800 MB, where the 11 million empty strings a 32 MiB body can hold would be far past any machine.
+# The bytes bound what is tokenized (and held) at once: 16 MiB is half the largest REST body.
+DEFAULT_MAX_EMBED_INPUTS = 65536
+DEFAULT_MAX_EMBED_BYTES = 16 * 1024 * 1024
+
+
+@dataclass
+class RequestLimits:
+    """What one inference request may ask, enforced by the service (gRPC and REST alike; 400 past them).
+
+    max_num_ctx / max_num_batch / max_num_predict: CORRAL_MAX_NUM_CTX, CORRAL_MAX_NUM_BATCH,
+    CORRAL_MAX_NUM_PREDICT, the largest values a request's `options` may set (num_predict -1 and -2,
+    "unlimited" and "fill the context", stay allowed). max_prompt_bytes: CORRAL_MAX_PROMPT_BYTES, the text
+    of a generate or chat request (prompt, suffix, system, template, messages, tools; context ids count 4
+    bytes each; images do not count). max_embed_inputs / max_embed_bytes: CORRAL_MAX_EMBED_INPUTS and
+    CORRAL_MAX_EMBED_BYTES, the inputs of one embed request and their total size (token ids 4 bytes each);
+    an EmbedStream item, or a legacy embeddings prompt, may be max_embed_bytes long.
+    """
+
+    max_num_ctx: int = DEFAULT_MAX_NUM_CTX
+    max_num_batch: int = DEFAULT_MAX_NUM_BATCH
+    max_num_predict: int = DEFAULT_MAX_NUM_PREDICT
+    max_prompt_bytes: int = DEFAULT_MAX_PROMPT_BYTES
+    max_embed_inputs: int = DEFAULT_MAX_EMBED_INPUTS
+    max_embed_bytes: int = DEFAULT_MAX_EMBED_BYTES
+
+    @classmethod
+    def from_env(cls) -> RequestLimits:
+        return cls(
+            max_num_ctx=_int("CORRAL_MAX_NUM_CTX", DEFAULT_MAX_NUM_CTX, minimum=1),
+            max_num_batch=_int("CORRAL_MAX_NUM_BATCH", DEFAULT_MAX_NUM_BATCH, minimum=1),
+            max_num_predict=_int("CORRAL_MAX_NUM_PREDICT", DEFAULT_MAX_NUM_PREDICT, minimum=1),
+            max_prompt_bytes=_int("CORRAL_MAX_PROMPT_BYTES", DEFAULT_MAX_PROMPT_BYTES, minimum=1),
+            max_embed_inputs=_int("CORRAL_MAX_EMBED_INPUTS", DEFAULT_MAX_EMBED_INPUTS, minimum=1),
+            max_embed_bytes=_int("CORRAL_MAX_EMBED_BYTES", DEFAULT_MAX_EMBED_BYTES, minimum=1),
+        )
+
+
+DEFAULT_LISTEN_BACKLOG = 1024
+DEFAULT_MAX_HEADER_BYTES = 64 * 1024
+DEFAULT_REQUEST_READ_TIMEOUT = 60.0
+DEFAULT_REQUEST_MIN_RATE = 16 * 1024
+
+
+@dataclass
+class HttpLimits:
+    """The REST listener's defences (rest_shim/http.py, rest_shim/reading.py).
+
+    listen_backlog: CORRAL_LISTEN_BACKLOG, connections the kernel queues before they are accepted (a burst
+    of clients; the kernel caps it at net.core.somaxconn). max_header_bytes: CORRAL_MAX_HEADER_BYTES, the
+    request line and headers together (414 or 431 past it). read_timeout: CORRAL_REQUEST_READ_TIMEOUT
+    (seconds), how long the server waits for a request's headers and body; min_rate:
+    CORRAL_REQUEST_MIN_RATE (bytes/s), a body arriving at least this fast gets another read_timeout each
+    time it has sent read_timeout x min_rate bytes (so a large upload that keeps moving is never cut);
+    0: the whole request within read_timeout.
+    """
+
+    listen_backlog: int = DEFAULT_LISTEN_BACKLOG
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    read_timeout: float = DEFAULT_REQUEST_READ_TIMEOUT
+    min_rate: int = DEFAULT_REQUEST_MIN_RATE
+
+    @classmethod
+    def from_env(cls) -> HttpLimits:
+        read_timeout = _float("CORRAL_REQUEST_READ_TIMEOUT", DEFAULT_REQUEST_READ_TIMEOUT)
+        if read_timeout <= 0:
+            raise ConfigError(f"CORRAL_REQUEST_READ_TIMEOUT: {read_timeout!r} is out of range")
+        return cls(
+            listen_backlog=_int("CORRAL_LISTEN_BACKLOG", DEFAULT_LISTEN_BACKLOG, minimum=1),
+            max_header_bytes=_int("CORRAL_MAX_HEADER_BYTES", DEFAULT_MAX_HEADER_BYTES, minimum=1024),
+            read_timeout=read_timeout,
+            min_rate=_int("CORRAL_REQUEST_MIN_RATE", DEFAULT_REQUEST_MIN_RATE, minimum=0),
+        )
 
 
 # -- scale-out and observability (service/pull_on_demand.py, service/observability.py) ---------------
@@ -428,6 +526,8 @@ def check_all() -> None:
     GrpcTransport.from_env()
     max_body_bytes()
     max_json_depth()
+    RequestLimits.from_env()
+    HttpLimits.from_env()
     pull_on_demand()
     pull_insecure()
     log_format()

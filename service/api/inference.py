@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from corral.protos.ollama.v1 import ollama_pb2 as pb
-from corral.service.api import convert
+from corral.service.api import convert, limits
 from corral.service.api.embed_stream import embed_stream
 from corral.service.api.status import cancel_event, handle_errors
 from corral.service.engine import textgen
@@ -37,6 +37,7 @@ class Inference:
         held = None  # one message is held back so the metrics ride on the last one
         if request.input_tokens and request.input:
             raise InvalidArgument("input and input_tokens cannot both be set")
+        limits.check_embed(request)
         inputs = [list(t.ids) for t in request.input_tokens] or list(request.input)
         for item in self.engine.embed(
             request.model,
@@ -62,7 +63,8 @@ class Inference:
 
     @handle_errors
     def EmbedStream(self, request_iterator, context):
-        yield from embed_stream(self.engine, request_iterator, cancel_event(context), self.streams)
+        yield from embed_stream(self.engine, limits.checked_embed_stream(request_iterator), cancel_event(context),
+                                self.streams)
 
     def stream_stats(self) -> list[dict]:
         """Read, answered and peak unanswered items of each EmbedStream in progress."""
@@ -70,6 +72,7 @@ class Inference:
 
     @handle_errors
     def Embeddings(self, request: pb.EmbeddingsRequest, context):
+        limits.check_embeddings(request)
         values = self.engine.embeddings(
             request.model,
             request.prompt,
@@ -85,10 +88,12 @@ class Inference:
 
     @handle_errors
     def Generate(self, request: pb.GenerateRequest, context):
+        limits.check_generate(request)
         for item in textgen.generate(self.engine, convert.generate_request_dict(request), cancel_event(context)):
             yield convert.generate_response(request.model, item)
 
     @handle_errors
     def Chat(self, request: pb.ChatRequest, context):
+        limits.check_chat(request)
         for item in textgen.chat(self.engine, convert.chat_request_dict(request), cancel_event(context)):
             yield convert.chat_response(request.model, item)
