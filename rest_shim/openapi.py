@@ -93,7 +93,10 @@ EMPTY_RESPONSE = {"Copy", "Delete", "BlobExists", "PushBlob"}
 ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
 # The error statuses every JSON route may answer (the service's codes mapped by rest_shim/errors.py; 500 is
 # a runner or disk failure, the documented 5xx; 503 a full queue or a draining server).
-ERROR_STATUSES = {"400": "invalid request", "404": "model or blob not found", "413": "request body too large",
+ERROR_STATUSES = {"400": "invalid request", "404": "model or blob not found",
+                  "408": "request not received in time (CORRAL_REQUEST_READ_TIMEOUT)",
+                  "413": "request body too large", "414": "request line too long",
+                  "431": "request headers too large (CORRAL_MAX_HEADER_BYTES)",
                   "500": "runner or storage failure", "503": "server busy or shutting down"}
 
 
