@@ -3,7 +3,8 @@
 The status message set by the service is the exact Ollama error text, so it passes through unchanged.
 One status comes from gRPC itself: past the server's maximum_concurrent_rpcs, a call is refused at once
 with RESOURCE_EXHAUSTED "Concurrent RPC limit exceeded!"; that is Ollama's full queue, so it becomes 503
-with Ollama's text. Our own RESOURCE_EXHAUSTED (a full disk) stays a 500.
+with Ollama's text. Our own RESOURCE_EXHAUSTED for a full disk says "no space left on device" (Go's text,
+store/errors.py) and becomes 507 Insufficient Storage; any other RESOURCE_EXHAUSTED stays a 500.
 """
 
 import grpc
@@ -14,6 +15,7 @@ from corral.rest_shim.jsonenc import dumps
 # Ollama's text when its queue is full (server/sched.go ErrMaxQueue), also the scheduler's (engine/scheduler.py)
 BUSY = "server busy, please try again.  maximum pending requests exceeded"
 GRPC_CONCURRENCY_LIMIT = "Concurrent RPC limit exceeded!"  # grpc/_server.py's text for maximum_concurrent_rpcs
+NO_SPACE = "no space left on device"  # store/errors.py NO_SPACE (the shim may run without the service)
 
 HTTP_STATUS = {
     grpc.StatusCode.OK: 200,
@@ -40,7 +42,9 @@ class HTTPError(Exception):
         self.message = message
 
 
-def http_status(code: grpc.StatusCode) -> int:
+def http_status(code: grpc.StatusCode, details: str | None = None) -> int:
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and NO_SPACE in (details or ""):
+        return 507
     return HTTP_STATUS.get(code, 500)
 
 
@@ -56,4 +60,5 @@ def busy(error: grpc.RpcError) -> bool:
 def rpc_error_response(error: grpc.RpcError) -> Response:
     if busy(error):
         return error_response(503, BUSY)
-    return error_response(http_status(error.code()), error.details() or error.code().name.lower())
+    details = error.details()
+    return error_response(http_status(error.code(), details), details or error.code().name.lower())

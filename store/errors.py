@@ -6,6 +6,8 @@ status code it stands for. The gRPC layer turns `code` into a grpc.StatusCode in
 about either protocol.
 """
 
+import errno
+
 
 class CorralError(Exception):
     """Base class: `code` is a grpc.StatusCode name, `message` the exact user-facing text."""
@@ -42,7 +44,8 @@ class Unavailable(CorralError):
 
 
 class ResourceExhausted(CorralError):
-    """Out of disk or memory (HTTP 507-like; mapped to 500 by the shim)."""
+    """Out of disk or memory. A full disk says NO_SPACE in its text (Go's wording, as Ollama reports it),
+    which the shim answers with 507 Insufficient Storage (rest_shim/errors.py)."""
 
     code = "RESOURCE_EXHAUSTED"
 
@@ -63,3 +66,16 @@ class Internal(CorralError):
     """Anything that is our fault or the model file's (HTTP 500)."""
 
     code = "INTERNAL"
+
+
+NO_SPACE = "no space left on device"
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """An OSError that means the filesystem (or the user's quota) is full."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def no_space(path: object) -> ResourceExhausted:
+    """The error for a write that found the disk full, worded as Go's (and so Ollama's) write error."""
+    return ResourceExhausted(f"write {path}: {NO_SPACE}")

@@ -6,7 +6,8 @@ model digest that tags and ps report) match what Ollama would write. Pulled mani
 registry's exact bytes; `write` takes raw bytes for that.
 
 Writes are atomic (temp file beside the manifest, fsync, rename, fsync the directory): a crash leaves
-either the old manifest or the new one, never a torn file that would make every listing skip the model.
+either the old manifest or the new one, never a torn file that would make every listing skip the model,
+and at worst a `.tmp-` file that the next start-up sweep removes (store/prune.py).
 Names are matched ignoring case, part by part, against what is on disk (`resolve`), so `Llama3.2:LATEST`
 finds `llama3.2:latest` and a create onto a case variant overwrites it instead of adding a twin.
 """
@@ -22,8 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from corral.store.blobs import fsync_dir
-from corral.store.errors import Internal, NotFound
+from corral.store.errors import Internal, NotFound, is_disk_full, no_space
 from corral.store.gocompat import go_json
+from corral.store.locks import create_locked
 from corral.store.names import Name, name_from_parts
 from corral.store.paths import DIR_MODE, FILE_MODE, StorePaths
 
@@ -197,30 +199,37 @@ class ManifestStore:
         return hashlib.sha256(self.read_raw(name)[0]).hexdigest()
 
     def write(self, name: Name, data: bytes | Manifest) -> None:
-        """Atomically creates or replaces a manifest (raw registry bytes, or a Manifest we built)."""
+        """Atomically creates or replaces a manifest (raw registry bytes, or a Manifest we built). The temp
+        file is held under an flock until it is renamed (store/locks.py), so a start-up sweep of another
+        server never removes it; a full disk raises ResourceExhausted with Go's "no space left" text."""
         raw = data.to_bytes() if isinstance(data, Manifest) else bytes(data)
         path = self.paths.manifest(name)
         for attempt in range(10):  # a concurrent delete may prune the new directory before we use it
-            tmp = self.paths.temp_manifest(name)
             try:
                 path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+                fd, tmp = create_locked(lambda: self.paths.temp_manifest(name), FILE_MODE)
             except (FileNotFoundError, FileExistsError):  # a racing delete removed a folder mid-mkdir
                 if attempt == 9:
                     raise
                 continue
+            except OSError as err:
+                if is_disk_full(err):
+                    raise no_space(path.parent) from err
+                raise
             try:
-                try:
-                    os.fchmod(fd, FILE_MODE)
-                    view = memoryview(raw)
-                    while view:
-                        view = view[os.write(fd, view):]
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                os.fchmod(fd, FILE_MODE)
+                view = memoryview(raw)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
                 os.replace(tmp, path)
+            except OSError as err:
+                if is_disk_full(err):
+                    raise no_space(tmp) from err
+                raise
             finally:
                 tmp.unlink(missing_ok=True)
+                os.close(fd)
             fsync_dir(path.parent)
             return
 

@@ -10,9 +10,11 @@ config blobs once per change (store/index.py keeps every manifest's parse, check
 each listing; config blobs are cached by digest, since blobs never change) and never stats or reads a
 model blob. show and model_spec read the GGUF header (cached by digest too); a loaded model (manifest,
 text layers, GGUF header) is cached by its manifest's stat, so a repeated show or generate costs one stat.
-What the caches hand out is shared between requests and read-only. Creating models is a service
-orchestration (service/create/), and so is judging capabilities (service/prompt/capabilities.py):
-show is given the list.
+What the caches hand out is shared between requests and read-only. model_spec, what inference loads,
+also checks that the weights still hash to their digests (store/verify.py: one stat per file while their
+verification stamps hold), so a damaged blob is an error naming it rather than a model serving garbage.
+Creating models is a service orchestration (service/create/), and so is judging capabilities
+(service/prompt/capabilities.py): show is given the list.
 """
 
 from __future__ import annotations
@@ -357,10 +359,22 @@ class ModelStore:
         m = self._load_named(name_text, f"model '{name_text}' not found")
         if m.model_layer is None or m.gguf is None:
             raise FailedPrecondition(f"model '{name_text}' has no GGUF model layer")
+        self.verify_weights(m)
         spec = m.memo.get("spec")
         if spec is None:
             spec = m.memo["spec"] = self._spec(m)
         return spec
+
+    def verify_weights(self, m: LoadedModel) -> None:
+        """The files a runner would load (model, adapters, projectors) must hash to their digests: one stat
+        each while their verification stamps hold (store/verify.py), else a hash; a damaged blob raises
+        Internal naming its digest, rather than being served as the model."""
+        for layer in m.manifest.layers:
+            if layer.media_type in (MEDIA_TYPE_MODEL, MEDIA_TYPE_ADAPTER, MEDIA_TYPE_PROJECTOR):
+                try:
+                    self.blobs.verify(layer.digest)
+                except NotFound:
+                    raise Internal(f"open {self.blobs.path(layer.digest)}: no such file or directory") from None
 
     def _spec(self, m: LoadedModel) -> ModelSpec:
         assert m.model_layer is not None and m.gguf is not None

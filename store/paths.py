@@ -8,19 +8,23 @@ Ollama's, so an existing Ollama models folder can be served as it is (spec §3).
         sha256-<64 hex>                      a content-addressed blob (layer or config); the name is its digest
         sha256-<64 hex>-partial              a registry download in progress (pre-sized, sparse)
         sha256-<64 hex>-partial-<N>          the JSON state of part N of that download
-        sha256-<random digits>               a temp file: an upload or create being hashed, renamed when verified
+        sha256-<12 random digits>-tmp        a temp file: an upload or create being hashed, renamed when verified
+                                             (Ollama's own temp files are sha256-<random digits>)
       manifests/
         <host>/<namespace>/<model>/<tag>     one manifest JSON per tag, e.g. registry.ollama.ai/library/llama3.2/latest
         <host>/<namespace>/<model>/.tmp-<tag>-<random>
                                              a manifest being written (a leading '.' is never a valid tag)
 
-Only files exactly four levels below manifests/ are manifests. Directories are created 0755 and files
-0644 (directories less the process umask, as Go's os.MkdirAll; files chmod-ed to 0644 as Ollama does).
+Only files exactly four levels below manifests/ are manifests. Corral's temp files have names of their own
+(is_temp_blob, is_temp_manifest), so the start-up sweep can tell them from files it did not write.
+Directories are created 0755 and files 0644 (directories less the process umask, as Go's os.MkdirAll;
+files chmod-ed to 0644 as Ollama does).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -31,7 +35,20 @@ from corral.store.names import Name
 DIR_MODE = 0o755
 FILE_MODE = 0o644
 TEMP_BLOB_PREFIX = "sha256-"
+TEMP_BLOB_SUFFIX = "-tmp"
 PARTIAL_SUFFIX = "-partial"
+_TEMP_BLOB = re.compile(r"sha256-\d{12}-tmp")
+_TEMP_MANIFEST = re.compile(r"\.tmp-.*-\d{12}")
+
+
+def is_temp_blob(filename: str) -> bool:
+    """A temp file of ours in blobs/ (see temp_blob)."""
+    return _TEMP_BLOB.fullmatch(filename) is not None
+
+
+def is_temp_manifest(filename: str) -> bool:
+    """A temp file of ours beside a manifest (see temp_manifest)."""
+    return _TEMP_MANIFEST.fullmatch(filename) is not None
 
 
 def _random_suffix() -> str:
@@ -67,8 +84,8 @@ class StorePaths:
         return self.blobs_dir / f"{digest_filename(digest)}{PARTIAL_SUFFIX}-{int(n)}"
 
     def temp_blob(self) -> Path:
-        """A fresh temp file name in blobs/ (sha256-<random digits>); create it with O_EXCL."""
-        return self.blobs_dir / f"{TEMP_BLOB_PREFIX}{_random_suffix()}"
+        """A fresh temp file name in blobs/ (sha256-<12 random digits>-tmp); create it with O_EXCL."""
+        return self.blobs_dir / f"{TEMP_BLOB_PREFIX}{_random_suffix()}{TEMP_BLOB_SUFFIX}"
 
     # -- manifests -------------------------------------------------------------------------------
 

@@ -25,16 +25,27 @@ Replaced layers and, unless OLLAMA_NOPRUNE, the overwritten manifest's blobs are
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Generator, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from corral.service.convert.quantize import SOURCE_TYPES
 from corral.service.create import request
 from corral.service.create.layers import Layers, config_layer, gguf_config, inherit, old_digests, text_layers
-from corral.store.errors import Internal, InvalidArgument, NotFound
+from corral.store.blobs import TempBlob
+from corral.store.errors import (
+    NO_SPACE,
+    Cancelled,
+    CorralError,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    is_disk_full,
+    no_space,
+)
 from corral.store.gocompat import go_json
 from corral.store.manifests import (
     MEDIA_TYPE_ADAPTER,
@@ -51,6 +62,7 @@ from corral.store.prune import noprune
 NEITHER = "neither 'from' or 'files' was specified"
 PULL_MISSING = "pull model manifest: file does not exist"
 ONLY_FLOAT_SOURCES = "quantization is only supported for F16, BF16 and F32 models"
+FULL_BYTES = 1 << 20  # a failed quantizer or converter on a filesystem with less free than this: disk full
 
 # A converter or quantizer writes a GGUF at the path it is given (a temp file in blobs/, so the result is
 # renamed into place rather than copied), yielding progress lines; request errors come before the first.
@@ -67,7 +79,7 @@ class _Conversion:
 
     stream: Progress
     first: dict | None
-    out: Path
+    out: TempBlob
 
 
 @dataclass
@@ -120,9 +132,19 @@ class Creator:
     # -- validation ---------------------------------------------------------------------------------
 
     def _validate(self, req: dict, cancel: threading.Event) -> _Plan:
-        store = self.store
-        plan = _Plan(store.manifests.resolve(require_name(req.get("model") or req.get("name") or "")), cancel,
+        plan = _Plan(self.store.manifests.resolve(require_name(req.get("model") or req.get("name") or "")), cancel,
                      insecure=bool(req.get("insecure")))
+        try:
+            self._read_request(req, plan)
+        except BaseException:
+            if plan.conversion is not None:  # started, then the request was refused: stop it now
+                plan.conversion.stream.close()
+                plan.conversion.out.close()
+            raise
+        return plan
+
+    def _read_request(self, req: dict, plan: _Plan) -> None:
+        store = self.store
         req = request.with_modelfile(req)
         quantize = req.get("quantize") or req.get("quantization") or ""
         plan.quantize = self.normalize_quant_type(str(quantize)) if quantize else ""
@@ -155,17 +177,17 @@ class Creator:
                     _check_quantizable(source.info.file_type)
         if not plan.needs_pull and plan.conversion is None:
             self._check_adapters(plan, [])
-        return plan
 
     def _start_conversion(self, plan: _Plan, files: dict) -> None:
         """Starts the safetensors conversion now, so its request errors (unsupported architecture, missing
         config) answer with a status before the stream; its first line is kept for the stream."""
-        out = self.store.paths.temp_blob()
-        stream = self.convert(request.blob_paths(self.store, files), out, plan.cancel)
+        out = self.store.blobs.temp()  # locked until the blob is made: no sweep removes it meanwhile
+        stream = self.convert(request.blob_paths(self.store, files), out.path, plan.cancel)
         try:
             first = next(stream, None)
         except BaseException:
             stream.close()
+            out.close()
             raise
         plan.conversion = _Conversion(stream, first, out)
 
@@ -252,15 +274,15 @@ class Creator:
 
     def _convert(self, plan: _Plan, conversion: _Conversion, layers: Layers) -> Iterator[dict]:
         """Finishes the conversion started during validation; its GGUF becomes the model layer."""
-        try:
-            if conversion.first is not None:
-                yield conversion.first
-            yield from conversion.stream
-        except BaseException:
-            conversion.stream.close()
-            conversion.out.unlink(missing_ok=True)
-            raise
-        digest, created = self.store.blobs.import_file(conversion.out)
+        with conversion.out, _disk_full_as_no_space(conversion.out):
+            try:
+                if conversion.first is not None:
+                    yield conversion.first
+                yield from conversion.stream
+            except BaseException:
+                conversion.stream.close()
+                raise
+            digest, created = self.store.blobs.import_file(conversion.out.path)
         layers.append(layers.imported(MEDIA_TYPE_MODEL, digest, created), created=created)
         self._check_adapters(plan, layers.of_type(MEDIA_TYPE_MODEL))
         if plan.quantize:
@@ -274,16 +296,39 @@ class Creator:
             _check_quantizable(source_type)
             if source_type == plan.quantize:
                 continue
-            out = self.store.paths.temp_blob()
-            try:
-                yield from self.quantize(self.store.blobs.path(layer.digest), out, plan.quantize, plan.cancel)
-            except BaseException:
-                out.unlink(missing_ok=True)
-                raise
-            digest, created = self.store.blobs.import_file(out)
+            with self.store.blobs.temp() as out, _disk_full_as_no_space(out):
+                yield from self.quantize(self.store.blobs.path(layer.digest), out.path, plan.quantize, plan.cancel)
+                digest, created = self.store.blobs.import_file(out.path)
             new = layers.imported(MEDIA_TYPE_MODEL, digest, created)
             status = "creating new layer" if created else "using existing layer"
             layers.entries[i] = (new, f"{status} {digest}")
+
+
+@contextmanager
+def _disk_full_as_no_space(out: TempBlob) -> Iterator[None]:
+    """A quantizer or converter that failed writing `out` on a full disk: Go's "no space left" error.
+
+    llama.cpp's quantizer reports a failed write only as an iostream error, so a failure is judged by the
+    disk: while we hold `out` open its blocks stay allocated, and a filesystem left with less than
+    FULL_BYTES free is what made it fail."""
+    try:
+        yield
+    except CorralError as exc:
+        if isinstance(exc, Cancelled) or NO_SPACE in exc.message or not _nearly_full(out):
+            raise
+        raise no_space(out.path) from exc
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise no_space(out.path) from exc
+        raise
+
+
+def _nearly_full(out: TempBlob) -> bool:
+    try:
+        fs = os.fstatvfs(out.fd)
+    except (OSError, ValueError):
+        return False
+    return fs.f_bavail * fs.f_frsize < FULL_BYTES
 
 
 def _check_quantizable(file_type: str) -> None:

@@ -11,7 +11,8 @@ Why it is built this way:
 * Resumable: partial.PartialFile records only fsynced bytes (a checkpoint every second), so a pull that
   stops for any reason (client gone, network cut, SIGKILL) goes on from there next time.
 * Shared: Downloads keeps one BlobDownload per digest; every pull that needs the blob waits on the same
-  one and sees the same progress. It is cancelled only when its last waiter leaves.
+  one and sees the same progress. It is cancelled only when its last waiter leaves. Across servers on one
+  store, the lock on the `-partial` file (partial.py) makes a second server wait for the first.
 """
 
 from __future__ import annotations
@@ -79,7 +80,8 @@ class BlobDownload:
 
     def _run(self) -> None:
         try:
-            self.partial.open()
+            if self.partial.open(self.stop) is None:
+                return  # another server on the store finished this blob while we waited for it
             self._download()
         except BaseException as exc:
             self.error = exc

@@ -8,6 +8,12 @@ makes any crash safe: a part's `Completed` only ever counts bytes that were fsyn
 written, and records are replaced atomically (temp file, rename). A crash therefore leaves records
 that under-count, never over-count, and the next pull re-fetches at most the unrecorded tail of each part.
 Anything that does not add up (sizes, offsets, a missing record) is discarded and the download restarts.
+
+Several servers may share the store: the download holds an flock on the data file from open() to
+commit or close (store/locks.py). A second server pulling the same blob waits for it, and when the
+first one has finished the blob meanwhile, uses it without fetching a byte. The start-up sweep keeps
+the files of a download it cannot lock. A full disk, at the reservation or later, raises
+ResourceExhausted with Go's "no space left on device" text; a fresh reservation that failed is removed.
 """
 
 from __future__ import annotations
@@ -16,11 +22,14 @@ import errno
 import json
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from corral.store.blobs import fsync_dir
-from corral.store.errors import ResourceExhausted
+from corral.store.errors import Cancelled, is_disk_full, no_space
+from corral.store.locks import Busy, flock, same_file
+from corral.store.verify import stamp
 
 log = logging.getLogger("corral.registry")
 
@@ -38,11 +47,7 @@ class Part:
         return self.completed >= self.size
 
 
-def disk_full(path: Path, exc: OSError) -> ResourceExhausted:
-    return ResourceExhausted(f"write {path}: no space left on device")
-
-
-
+LOCK_POLL_SECONDS = 0.2
 
 
 class PartialFile:
@@ -63,17 +68,19 @@ class PartialFile:
     def _records(self) -> list[Path]:
         return sorted(self.path.parent.glob(self.path.name + "-*"))
 
-    def open(self) -> int:
-        """Opens or creates the files; returns the bytes kept from an earlier attempt."""
+    def open(self, stop: threading.Event | None = None) -> int | None:
+        """Opens or creates the files and locks the data file; returns the bytes kept from an earlier
+        attempt, or None when another server finished the blob while we waited for its download."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self._lock(stop or threading.Event()):
+            return None
         self.parts = self._load() or []
         fresh = not self.parts
-        if fresh:
-            self.discard()
-            offsets = range(0, self.total, self.part_size) if self.total else [0]
-            self.parts = [Part(n, off, min(self.part_size, self.total - off)) for n, off in enumerate(offsets)]
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
+            if fresh:
+                self.cleanup()
+                offsets = range(0, self.total, self.part_size) if self.total else [0]
+                self.parts = [Part(n, off, min(self.part_size, self.total - off)) for n, off in enumerate(offsets)]
             self._reserve()
             for part in self.parts:
                 if part.durable == 0:
@@ -83,10 +90,36 @@ class PartialFile:
             if fresh:
                 self.discard()  # nothing worth keeping: leave no empty reservation behind
             self.close()
-            if exc.errno == errno.ENOSPC:
-                raise disk_full(self.path, exc) from None
+            if is_disk_full(exc):
+                raise no_space(self.path) from None
             raise
         return sum(p.completed for p in self.parts)
+
+    def _lock(self, stop: threading.Event) -> bool:
+        """Opens the data file holding its flock, waiting while another process downloads into it; False
+        when that process finished the blob meanwhile (the blob is then there, verified)."""
+        blob = self.paths.blob(self.digest)
+        waited = False
+        while True:
+            if waited and blob.exists():
+                return False
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                flock(fd)
+            except Busy:
+                os.close(fd)
+                waited = True
+                if stop.wait(LOCK_POLL_SECONDS):
+                    raise Cancelled("download cancelled") from None
+                continue
+            if not same_file(fd, self.path):  # committed or removed before we had the lock
+                os.close(fd)
+                continue
+            self.fd = fd
+            if waited and blob.exists():  # finished by the other server just before we created the file
+                self.discard()
+                return False
+            return True
 
     def _reserve(self) -> None:
         """Allocates the whole file now, so a full disk fails at once rather than at 99 %."""
@@ -147,8 +180,8 @@ class PartialFile:
             try:
                 n = os.pwrite(self.fd, view, offset)
             except OSError as exc:
-                if exc.errno == errno.ENOSPC:
-                    raise disk_full(self.path, exc) from None
+                if is_disk_full(exc):
+                    raise no_space(self.path) from None
                 raise
             view, offset = view[n:], offset + n
 
@@ -160,9 +193,14 @@ class PartialFile:
         if all(w == p.durable for w, p in zip(written, self.parts, strict=False)):
             return
         os.fdatasync(self.fd)
-        for w, part in zip(written, self.parts, strict=False):
-            if w != part.durable:
-                self._write_record(part, w)
+        try:
+            for w, part in zip(written, self.parts, strict=False):
+                if w != part.durable:
+                    self._write_record(part, w)
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise no_space(self.path) from None
+            raise
 
     def frontier(self) -> int:
         """How many bytes from offset 0 are written without a gap (the hasher may read up to here)."""
@@ -172,15 +210,19 @@ class PartialFile:
         return self.total
 
     def commit(self, blob: Path) -> None:
-        """Makes the verified data the blob: fsync, rename, fsync the folder, then drop the records.
+        """Makes the verified data the blob: fsync, rename, fsync the folder, drop the records, then let go
+        of the lock. The blob is stamped as verified (store/verify.py): its bytes were just hashed.
 
         Renaming before dropping the records means a crash in between leaves a complete blob and stale
-        records (removed by cleanup()), never records without data."""
+        records (removed by cleanup()), never records without data; releasing the lock last means a
+        server waiting for this download finds the blob when it gets the lock."""
         os.fdatasync(self.fd)
-        self.close()
+        os.fchmod(self.fd, 0o644)
         os.replace(self.path, blob)
         fsync_dir(blob.parent)
+        stamp(self.digest, self.fd)
         self.cleanup()
+        self.close()
 
     def cleanup(self) -> None:
         """Removes the part records (and their temp files)."""
@@ -188,10 +230,12 @@ class PartialFile:
             path.unlink(missing_ok=True)
 
     def discard(self) -> None:
-        """Removes the data file and every record: the download starts from zero next time."""
-        self.close()
-        self.path.unlink(missing_ok=True)
+        """Removes the data file and every record (the download starts from zero next time), under the
+        lock if we hold it."""
+        if self.fd >= 0 and same_file(self.fd, self.path):
+            self.path.unlink(missing_ok=True)
         self.cleanup()
+        self.close()
 
     def close(self) -> None:
         if self.fd >= 0:

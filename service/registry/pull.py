@@ -5,19 +5,23 @@ served it, so a model appears in /api/tags only when every blob it names is on d
 digest equals the registry's manifest digest. Progress lines follow Ollama's stream exactly, because
 clients (the CLI's progress bars, Open WebUI) parse them: `pulling manifest`, one `pulling <12 hex>`
 line per blob every ~60 ms, `verifying sha256 digest`, `writing manifest`, `removing unused layers` (only
-when the tag's previous version left blobs nothing references), `success`.
+when the tag's previous version left blobs nothing references), `success`. A blob already in the store
+is used only if it is intact (store/verify.py: its stamp, else a hash); a damaged one is fetched again.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Iterator
+from contextlib import ExitStack
 
 from corral.service.registry.client import MANIFEST_ACCEPT, RegistryClient, error_text
 from corral.service.registry.download import Downloads
 from corral.store.digests import parse_digest
 from corral.store.errors import Cancelled, CorralError, Internal, NotFound
+from corral.store.locks import Busy, lock_path
 from corral.store.manifests import Manifest
 from corral.store.names import require_name
 from corral.store.prune import noprune
@@ -83,19 +87,26 @@ def pull(client: RegistryClient, downloads: Downloads, store, name_text: str, in
     except ValueError as exc:
         raise Internal(f"pull model manifest: {exc}") from None
 
-    # Pinned: a concurrent delete must not prune a blob this manifest is about to reference.
-    with store.pinned(manifest.all_digests()):
+    # Pinned: a concurrent delete (here or in another server on the store) must not prune a blob this
+    # manifest is about to reference; a blob downloaded meanwhile is pinned again once it exists.
+    with ExitStack() as pins:
+        pins.enter_context(store.pinned(manifest.all_digests()))
         for layer in layers:
             if cancel.is_set():
                 raise Cancelled("pull cancelled")
             status = f"pulling {layer.digest[7:19]}"
-            if store.blobs.has(layer.digest):
+            if store.blobs.intact(layer.digest):  # a damaged local copy is fetched again, not trusted
                 _drop_stale_records(store, layer.digest)
                 yield _line(status, layer.digest, layer.size, layer.size)
                 continue
+            if store.blobs.has(layer.digest):
+                log.warning("blob %s is corrupt: downloading it again", layer.digest)
             url = client.url(name, insecure, "blobs", layer.digest)
             download = downloads.acquire(url, layer.digest, layer.size)
             yield from _wait(download, downloads, status, cancel)
+            pins.enter_context(store.pinned([layer.digest]))
+            if not store.blobs.has(layer.digest):
+                raise Internal(f"blob {layer.digest} was removed while pulling the model")
 
         yield {"status": "verifying sha256 digest"}  # each blob was verified before it became visible
         yield {"status": "writing manifest"}
@@ -113,7 +124,16 @@ def pull(client: RegistryClient, downloads: Downloads, store, name_text: str, in
 
 
 def _drop_stale_records(store, digest: str) -> None:
-    """Part records left by a crash between the final rename and their removal."""
+    """Part records left by a crash between the final rename and their removal (unless a download, in
+    another server on the store, holds them)."""
     partial = store.paths.partial(digest)
-    for path in partial.parent.glob(partial.name + "-*"):
-        path.unlink(missing_ok=True)
+    try:
+        fd = lock_path(partial)
+    except Busy:
+        return
+    try:
+        for path in partial.parent.glob(partial.name + "-*"):
+            path.unlink(missing_ok=True)
+    finally:
+        if fd is not None:
+            os.close(fd)

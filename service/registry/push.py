@@ -187,6 +187,7 @@ def push(client: RegistryClient, store, name_text: str, insecure: bool,
     for layer in [*manifest.layers, manifest.config]:
         if not store.blobs.has(layer.digest):
             raise NotFound(f"open {store.blobs.path(layer.digest)}: no such file or directory")
+        store.blobs.verify(layer.digest)  # a damaged blob is named here, not refused by the registry
         yield from push_blob(client, store, name, insecure, layer, cancel)
     yield {"status": "pushing manifest"}
     url = client.url(name, insecure, "manifests", name.tag)

@@ -183,7 +183,7 @@ def test_rest_past_capacity_is_refused_at_once(server, monkeypatch):
     app.extensions["corral"].close()
 
 
-def test_own_resource_exhausted_stays_500():
+def test_own_resource_exhausted_is_507_for_a_full_disk_else_500():
     from corral.rest_shim.errors import rpc_error_response
 
     class Err(grpc.RpcError):
@@ -200,7 +200,9 @@ def test_own_resource_exhausted_stays_500():
 
     with Flask(__name__).app_context():
         disk = rpc_error_response(Err("write /x: no space left on device"))
-        assert disk.status_code == 500
+        assert (disk.status_code, disk.get_json()) == (507, {"error": "write /x: no space left on device"})
+        other = rpc_error_response(Err("out of something else"))
+        assert other.status_code == 500
         limit = rpc_error_response(Err("Concurrent RPC limit exceeded!"))
         assert (limit.status_code, limit.get_json()) == (503, busy_json())
 
