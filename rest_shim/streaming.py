@@ -3,12 +3,14 @@
 HTTP needs its status before the body while gRPC sends its status last, so the first message is read
 before answering: an error before it becomes an HTTP status with a JSON error body, an error after it
 becomes a final {"error": ...} line. When the HTTP client goes away the WSGI server closes the body
-generator, and closing it cancels the gRPC call, which stops the work behind it.
+generator, and closing it cancels the gRPC call, which stops the work behind it; while nothing is
+written yet (before the first message, or all along with "stream": false) disconnect.py notices it.
 """
 
 import grpc
-from flask import Response
+from flask import Response, request
 
+from corral.rest_shim.disconnect import Watch
 from corral.rest_shim.errors import rpc_error_response
 from corral.rest_shim.jsonenc import dumpb
 
@@ -33,15 +35,20 @@ def ndjson(call, to_json, stream: bool = True, merge=None) -> Response:
     merge(list_of_dicts) -> dict builds the single object; by default it is the last message.
     """
     messages = iter(call)
+    watch = Watch(request.environ, call.cancel)  # until the body ends: a client gone cancels the call
+    handed = False  # the body stops the watch once it runs
     try:
         first = next(messages, None)
         if not stream:
             lines = [] if first is None else [to_json(first)]
             lines.extend(to_json(m) for m in messages)
             return json_response(merge(lines) if merge else (lines[-1] if lines else {}))
+        handed = True
     except grpc.RpcError as error:
         return rpc_error_response(error)
     finally:
+        if not handed:
+            watch.stop()
         if not stream:
             call.cancel()
 
@@ -55,6 +62,7 @@ def ndjson(call, to_json, stream: bool = True, merge=None) -> Response:
             if error.code() != grpc.StatusCode.CANCELLED:
                 yield _line({"error": error.details() or error.code().name.lower()})
         finally:
+            watch.stop()
             call.cancel()
 
     return Response(body(), status=200, content_type=NDJSON)

@@ -71,13 +71,22 @@ def handle_errors(method):
     return unary
 
 
-def cancel_event(context) -> threading.Event:
+class CallEvent(threading.Event):
+    """cancel_event's Event; call_active() tells whether the call can still get a status from the handler
+    (False once gRPC itself ended it, e.g. after request bytes that do not parse: see embed_stream.py)."""
+
+    def __init__(self, context):
+        super().__init__()
+        self.call_active = context.is_active
+
+
+def cancel_event(context) -> CallEvent:
     """An Event set when the client cancels, disconnects or its deadline passes.
 
     Long work (downloads, generation) polls or waits on it, so cancellation reaches the work itself and
     not only the response stream.
     """
-    event = threading.Event()
+    event = CallEvent(context)
     context.add_callback(event.set)
     remaining = context.time_remaining()
     if remaining is not None and remaining < 1e9:

@@ -20,12 +20,13 @@ instead of starving them, and one request's inputs may span many batches. Batche
 order they were sent, so each member's rows arrive in its input order.
 
 A member that goes away (cancelled, deadline) has its pending inputs removed at once; its rows of a
-batch already in flight are dropped when the batch returns. A bad input (too long with truncate=false)
-fails alone: the child reports it by index and the member decides (Embed fails the call, EmbedStream
-reports the item). keep_alive: the scheduler applies a request's keep_alive when it hands out a lease;
-since one lease now serves many requests, each member's keep_alive is applied to the loaded model when
-it opens (the latest request's value wins, as in Ollama), and the timer starts when the last member
-closes and the lease is released.
+batch already in flight are dropped when the batch returns, and a batch in flight whose members are all
+gone is cancelled in the runner (an input of num_ctx tokens on a completion model can take long). A bad
+input (too long with truncate=false) fails alone: the child reports it by index and the member decides
+(Embed fails the call, EmbedStream reports the item). keep_alive: the scheduler applies a request's
+keep_alive when it hands out a lease; since one lease now serves many requests, each member's keep_alive
+is applied to the loaded model when it opens (the latest request's value wins, as in Ollama), and the
+timer starts when the last member closes and the lease is released.
 """
 
 from __future__ import annotations
@@ -170,6 +171,7 @@ class Batcher:
         self._issued = 0  # tickets: batches are delivered in the order they were sent
         self._delivered = 0
         self._widest = 0  # the most members one batch served (diagnostics)
+        self._flights: dict[int, tuple[Batch, threading.Event]] = {}  # ticket -> batch in flight, its cancel
         self._closed = False
         self._exited = False
         self._lanes = [threading.Thread(target=self._lane, name=f"embed-batcher-{i}", daemon=True)
@@ -226,6 +228,9 @@ class Batcher:
         member.pending.clear()
         if member in self._members:
             self._members.remove(member)
+        for batch, stop in self._flights.values():
+            if not stop.is_set() and all(m.closed for m, _, _ in batch):
+                stop.set()  # nobody waits for this batch any more: the runner stops computing it
         if not self._members:
             if self._stop is not None:
                 self._stop.set()
@@ -381,9 +386,14 @@ class Batcher:
         flags = [member.truncate for member, _, _ in batch]
         payload = {"inputs": [text for _, _, text in batch],
                    "truncate": flags[0] if all(f == flags[0] for f in flags) else flags}
+        stop = threading.Event()
+        with self._cond:
+            self._flights[ticket] = (batch, stop)
+            if all(member.closed for member, _, _ in batch) or self._closed:
+                stop.set()
         outcome: dict | BaseException
         try:
-            _, outcome = runner.call("embed", payload)
+            _, outcome = runner.call("embed", payload, stop)
         except CorralError as exc:
             outcome = exc
         except Exception as exc:
@@ -393,6 +403,7 @@ class Batcher:
             while self._delivered != ticket:
                 self._turn.wait()
             try:
+                self._flights.pop(ticket, None)
                 self._deliver(batch, outcome)
             finally:
                 self._delivered += 1
@@ -432,6 +443,8 @@ class Batcher:
                 self._fail(member, Unavailable(SHUTDOWN))
             if self._stop is not None:
                 self._stop.set()
+            for _, stop in self._flights.values():
+                stop.set()
             self._cond.notify_all()
             self._turn.notify_all()
 

@@ -26,6 +26,7 @@ import time
 import llama_cpp
 import numpy as np
 
+from corral.service.engine.tokenizer import Tokenizer, cancelled_error
 from corral.service.engine.worker import RequestError
 
 TOO_LONG = "the input length exceeds the context length"
@@ -33,8 +34,9 @@ FLASH_PACK_TOKENS = 256  # tokens per decode with flash attention (measured best
 
 
 class Embedder:
-    def __init__(self, llama, limit: int, pooled: bool, pack_tokens: int = 32):
+    def __init__(self, llama, limit: int, pooled: bool, pack_tokens: int = 32, tokenizer: Tokenizer | None = None):
         self.llama = llama
+        self.tokenizer = tokenizer or Tokenizer(llama)
         self.n_ctx = limit  # the longest input, in tokens
         self.pooled = pooled
         flash = getattr(llama.context_params, "flash_attn_type", 0)  # -1 auto, 0 off, 1 on
@@ -49,22 +51,22 @@ class Embedder:
         self.head, self.tail = empty[: self.n_head], empty[self.n_head :]
         self.n_vocab = llama.n_vocab()
 
-    def tokenize(self, text: str | list[int], truncate: bool) -> list[int]:
+    def tokenize(self, text: str | list[int], truncate: bool, cancelled=None) -> list[int]:
         """The input's tokens, cut to the limit (keeping the closing special tokens) when truncate is set;
         RequestError when it is too long and truncate is not set. An input of token ids gets the same
-        special tokens around it as a text; an id outside the vocabulary is an error."""
+        special tokens around it as a text; an id outside the vocabulary is an error. A text is only
+        tokenized until it is known to be too long (tokenizer.py): the tokens kept are its first ones."""
         if isinstance(text, list):
             bad = next((t for t in text if not 0 <= t < self.n_vocab), None)
             if bad is not None:
                 raise RequestError("INVALID_ARGUMENT", f"invalid token id {bad}: the vocabulary has {self.n_vocab}")
             tokens = self.head + text + self.tail
         else:
-            tokens = self.llama.tokenize(text.encode("utf-8"), add_bos=True, special=False)
+            tokens = self.tokenizer.tokenize(text, True, False, limit=self.n_ctx, cancelled=cancelled)
         if len(tokens) > self.n_ctx:
             if not truncate:
                 raise RequestError("INVALID_ARGUMENT", TOO_LONG)
-            keep = self.n_ctx - self.n_tail
-            tokens = tokens[:keep] + (tokens[len(tokens) - self.n_tail:] if self.n_tail else [])
+            tokens = tokens[: self.n_ctx - self.n_tail] + self.tail
         return tokens
 
     def run(self, payload: dict, emit, cancelled) -> dict:
@@ -85,7 +87,7 @@ class Embedder:
         rows, tokens = [], []
         for i, (text, truncate) in enumerate(zip(inputs, flags, strict=True)):
             try:
-                tokens.append(self.tokenize(text, truncate))
+                tokens.append(self.tokenize(text, truncate, cancelled))
                 rows.append(i)
             except RequestError as exc:
                 errors[i] = (exc.code, exc.message)
@@ -93,19 +95,19 @@ class Embedder:
         i = 0
         while i < len(tokens):
             if cancelled():
-                raise RequestError("CANCELLED", "request canceled")
+                raise cancelled_error()
             j, total = i, 0
             while j < len(tokens) and j - i < self.n_seq_max and (j == i or total + len(tokens[j]) <= self.pack_tokens):
                 total += len(tokens[j])
                 j += 1
-            vectors[rows[i:j]] = decode(tokens[i:j])
+            vectors[rows[i:j]] = decode(tokens[i:j], cancelled)
             i = j
         for row, toks in zip(rows, tokens, strict=True):
             counts[row] = len(toks)
         return {"vectors": vectors, "counts": counts, "errors": errors, "prompt_eval_count": sum(counts),
                 "prompt_eval_duration": int((time.perf_counter() - start) * 1e9)}
 
-    def _decode_pooled(self, seqs: list[list[int]]) -> np.ndarray:
+    def _decode_pooled(self, seqs: list[list[int]], cancelled) -> np.ndarray:
         llama = self.llama
         batch = llama._batch
         batch.reset()
@@ -121,7 +123,9 @@ class Embedder:
             out[seq_id] = np.ctypeslib.as_array(ptr, shape=(self.n_embd,))
         return out
 
-    def _decode_last(self, seqs: list[list[int]]) -> np.ndarray:
+    def _decode_last(self, seqs: list[list[int]], cancelled) -> np.ndarray:
+        """One input at a time, in n_batch chunks; an input of num_ctx tokens can take long (attention
+        grows with the context), so cancellation is checked between chunks."""
         llama = self.llama
         out = np.empty((len(seqs), self.n_embd), dtype=np.float32)
         llama_cpp.llama_set_embeddings(llama.ctx, True)
@@ -129,6 +133,8 @@ class Embedder:
             for row, toks in enumerate(seqs):
                 llama._ctx.kv_cache_clear()
                 for start in range(0, len(toks), llama.n_batch):  # a generation context's batch may be short
+                    if start and cancelled():
+                        raise cancelled_error()
                     llama._batch.set_batch(toks[start : start + llama.n_batch], start, True)
                     self._decode(llama._batch)
                 ptr = llama_cpp.llama_get_embeddings_ith(llama.ctx, -1)

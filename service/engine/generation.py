@@ -5,11 +5,12 @@ one sequence, so serving OLLAMA_NUM_PARALLEL requests with it would mean N copie
 request at a time. Here the runner's context is made with n_seq_max = N and a unified KV cache of
 N * num_ctx cells (as Ollama loads its runners), each request gets a slot (a sequence id, num_ctx tokens
 of its own), and every step is one llama_decode of one batch holding the next token of every generating
-sequence plus chunks of prompts still being read (decode tokens first, up to n_batch tokens in all), so a
-long prompt is read in chunks between the other sequences' tokens instead of stalling them. Each request
-then samples from its own logits row with its own llama.cpp sampler chain (penalties, JSON grammar, top-k,
-typical, top-p, min-p, temperature, a dist sampler seeded with its seed: the chain Llama.generate()
-built), so options, grammars and seeds stay per request.
+sequence plus chunks of prompts still being read (decode tokens first, then the shortest prompts, up to
+n_batch tokens in all), so a long prompt is read in chunks between the other sequences' tokens and
+prompts instead of stalling them. Each request then samples from its own logits row with its own
+llama.cpp sampler chain (penalties, JSON grammar, top-k, typical, top-p, min-p, temperature, a dist
+sampler seeded with its seed: the chain Llama.generate() built), so options, grammars and seeds stay per
+request.
 
 Ollama's semantics are kept per request: done_reason ("stop" for an end-of-generation token or a stop
 string, "length" for num_predict or a full context), prompt and eval counts and durations, the token
@@ -35,6 +36,7 @@ import llama_cpp
 from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 
 from corral.service.engine.logprobs import logprobs_at
+from corral.service.engine.tokenizer import Tokenizer
 from corral.service.engine.worker import RequestError
 
 TOO_LONG = "the input length exceeds the context length"
@@ -249,8 +251,9 @@ class Generator:
     as the runner protocol's ("item" | "done" | "error", req_id, ...) tuples.
     """
 
-    def __init__(self, llama, n_ctx: int, reply: Reply, n_parallel: int = 1):
+    def __init__(self, llama, n_ctx: int, reply: Reply, n_parallel: int = 1, tokenizer: Tokenizer | None = None):
         self.llama = llama
+        self.tokenizer = tokenizer or Tokenizer(llama)
         self.n_ctx = n_ctx  # per sequence
         self.reply = reply
         self.n_batch = int(llama.n_batch)
@@ -277,18 +280,24 @@ class Generator:
             n = llama_cpp.llama_token_to_piece(self.vocab, token, self._buf, len(self._buf), 0, True)
         return self._buf.raw[:n]
 
-    def prompt_tokens(self, payload: dict, opts: dict) -> list[int]:
+    def prompt_tokens(self, payload: dict, opts: dict, cancelled: Callable[[], bool] | None = None) -> list[int]:
+        """The request's tokens: its context, then its prompt's, cut to n_ctx - 1 keeping num_keep at the
+        start (Ollama's truncation). With truncate=false the prompt is tokenized only until it is known to
+        be too long (tokenizer.py), so a huge one is refused at once."""
         context = list(payload.get("context") or [])
         prompt = payload.get("prompt") or ""
         add_bos = not context and payload.get("add_bos", True)
-        prompt_tokens = self.llama.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True) if prompt else []
         bad = next((t for t in context if not 0 <= t < self.n_vocab), None)
         if bad is not None:  # llama_decode would fail on it ("llama_decode returned -1")
             raise RequestError("INVALID_ARGUMENT", f"invalid context token {bad}: the vocabulary has {self.n_vocab}")
-        tokens = context + prompt_tokens
         limit = self.n_ctx - 1  # room for at least one generated token
+        refuse = payload.get("truncate") is False
+        most = max(limit - len(context), 0) if refuse else None
+        prompt_tokens = (self.tokenizer.tokenize(prompt, bool(add_bos), True, limit=most, cancelled=cancelled)
+                         if prompt else [])
+        tokens = context + prompt_tokens
         if len(tokens) > limit:
-            if payload.get("truncate") is False:
+            if refuse:
                 raise RequestError("INVALID_ARGUMENT", TOO_LONG)
             keep = max(0, min(int(opts.get("num_keep", 4)), limit // 2))
             tokens = tokens[:keep] + tokens[len(tokens) - (limit - keep):]
@@ -296,12 +305,12 @@ class Generator:
 
     # -- requests ------------------------------------------------------------------------------------
 
-    def submit(self, req_id: int, payload: dict) -> None:
+    def submit(self, req_id: int, payload: dict, cancelled: Callable[[], bool] | None = None) -> None:
         """Queues one request (payload: prompt, context, options, format, truncate, add_bos, logprobs,
-        top_logprobs); raises RequestError for a request that cannot run. It starts at the next step
-        with a free slot."""
+        top_logprobs); raises RequestError for a request that cannot run, CANCELLED when cancelled()
+        turns true while its prompt is tokenized. It starts at the next step with a free slot."""
         opts = payload.get("options") or {}
-        tokens = self.prompt_tokens(payload, opts)
+        tokens = self.prompt_tokens(payload, opts, cancelled)
         if not tokens:
             raise RequestError("INVALID_ARGUMENT", "prompt is empty")
         stream = Stream(req_id, tokens, opts, next(self._order))
@@ -401,8 +410,10 @@ class Generator:
         if not running:
             return
         # Generating sequences first, the one waiting longest first (when the batch is smaller than the
-        # number of sequences, they take turns); then prompts in arrival order, in n_batch chunks.
-        running.sort(key=lambda s: (len(s.feed) > 1, s.last_used if len(s.feed) <= 1 else s.order))
+        # number of sequences, they take turns); then prompts in n_batch chunks, the shortest rest first:
+        # a short prompt is read at the next step instead of after every chunk of a long one that came
+        # first (a prompt of num_ctx tokens can take minutes on CPU), and the long one gets what is left.
+        running.sort(key=lambda s: (len(s.feed) > 1, s.last_used if len(s.feed) <= 1 else len(s.feed), s.order))
         batch = self.batch
         n = 0
         parts: list[tuple[Slot, int, int]] = []  # slot, tokens taken, batch row of its logits (-1: none)

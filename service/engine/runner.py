@@ -12,9 +12,10 @@ forking that clean single-threaded process, which keeps load latency low.
 
 Protocol (pickled tuples over one duplex multiprocessing Connection; see worker.py for the child):
     child -> parent  ("ready", info) | ("load_error", text)          once, after loading
-    parent -> child  (kind, req_id, payload)   kind in {"embed", "generate"}
-                     ("cancel", req_id)        stop that request at the next token or batch
-                     ("close",)                finish and exit
+    parent -> child  (kind, req_id, payload)   kind in {"embed", "generate", "tokenize"}
+                     ("cancel", req_id)        stop that request at its next token, batch or piece of
+                                               text being tokenized
+                     ("close",)                stop the work in progress likewise, and exit
     child -> parent  ("item", req_id, payload)  zero or more partial results (generate: text, at most
                                                 one message per 20 ms and request; see generation.py)
                      ("done", req_id, payload)  or ("error", req_id, code, text): exactly one, last

@@ -236,14 +236,19 @@ class Scheduler:
                 self._cond.wait(min(max(soonest - now, 0.01), 1.0) if soonest else 1.0)
 
     def close(self) -> None:
+        """Closes every runner at once (each stops its work in progress, or is killed after a few
+        seconds), so a shutdown takes the time of the slowest runner, not of all of them in turn."""
         with self._cond:
             self._closed = True
             entries = list(self.loaded.values())
             self.loaded.clear()
             self._cond.notify_all()
-        for entry in entries:
-            if entry.runner is not None:
-                _close(entry.runner)
+        closing = [threading.Thread(target=_close, args=(entry.runner,), name="runner-close", daemon=True)
+                   for entry in entries if entry.runner is not None]
+        for thread in closing:
+            thread.start()
+        for thread in closing:
+            thread.join()
 
     # -- ps -------------------------------------------------------------------------------------------
 

@@ -57,7 +57,8 @@ def _metrics(start: float, load: float, final: dict) -> dict:
 
 def _stream(engine: Engine, spec, merged: dict, keep, payload: dict, cancel, key: str, start: float,
             prepare=None) -> Iterator[dict]:
-    """prepare(runner, payload), when given, completes the payload on the leased runner (chat truncation)."""
+    """prepare(runner, payload, cancel), when given, completes the payload on the leased runner (chat
+    truncation)."""
     payload["options"] = sampling_options(merged)
     asked = time.perf_counter()
     with engine.lease(spec, merged, keep, cancel) as lease:
@@ -65,7 +66,7 @@ def _stream(engine: Engine, spec, merged: dict, keep, payload: dict, cancel, key
         # never zero, also for a model that was already loaded.
         load = max(lease.load_seconds, time.perf_counter() - asked, 1e-9)
         if prepare is not None:
-            prepare(lease.runner, payload)
+            prepare(lease.runner, payload, cancel)
         gen = lease.runner.request("generate", payload, cancel)
         try:
             while True:
@@ -148,16 +149,19 @@ def _think_and_format(name: str, req: dict, caps) -> tuple[str, str]:
     return default_think(think, caps), check_format(req.get("format") or "")
 
 
-def _fit_chat(spec, convo: list[dict], render, runner, payload: dict) -> None:
+def _fit_chat(spec, convo: list[dict], render, runner, payload: dict, cancel=None) -> None:
     """Ollama's chat truncation (service/prompt/truncate.py) against the loaded runner's context and
-    tokenizer: the prompt keeps the system messages and the most recent whole turns that fit."""
+    tokenizer: the prompt keeps the system messages and the most recent whole turns that fit. A candidate
+    is tokenized only until it is known not to fit (the runner's "limit"), so each costs at most about
+    num_ctx tokens of work, and cancelling the request stops it."""
     limit = int((getattr(runner, "info", None) or {}).get("n_ctx") or 0) - 1  # room for one new token
     text = payload["prompt"]
     if limit <= 0 or len(text.encode("utf-8")) + 2 <= limit:  # a token is at least one byte (+ BOS/EOS)
         return
 
     def count(candidate: str) -> int:
-        _, final = runner.call("tokenize", {"texts": [candidate], "add_bos": not prompts.bos_in_text(spec, candidate)})
+        _, final = runner.call("tokenize", {"texts": [candidate], "add_bos": not prompts.bos_in_text(spec, candidate),
+                                            "limit": limit}, cancel)
         return int(final["counts"][0])
 
     _, text = fit_messages(convo, render, count, limit, text)

@@ -5,9 +5,10 @@ process that may die (abort, segfault) without harming the server. It is importe
 startup (preloading llama_cpp) so that each runner starts quickly.
 
 Loop: a reader thread receives messages (new requests go to a queue; "cancel" marks a request so the
-embedding or generation loop stops it at its next batch or step; "close" or a closed pipe ends the
-process). The main thread owns llama.cpp: it takes new requests from the queue and, while generate
-requests run, performs one decode step of generation.py's Generator after another, which serves up to
+embedding or generation loop stops it at its next batch or step, and tokenizing stops at its next piece;
+"close" or a closed pipe ends the process, stopping the job in progress at its next such check). The
+main thread owns llama.cpp: it takes new requests from the queue and, while generate requests run,
+performs one decode step of generation.py's Generator after another, which serves up to
 num_parallel generate requests together (one sequence each in one llama.cpp context). Embedding requests
 run whole, one at a time, between two steps (on a completion model they reuse the generation context,
 after which the running generations evaluate their tokens again). Every reply is a tuple described in
@@ -25,6 +26,7 @@ import signal
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 from corral.store import config as settings
@@ -93,6 +95,7 @@ class Model:
     def __init__(self, config: dict, logs: _LogCapture, reply):
         from corral.service.engine.embedding import Embedder
         from corral.service.engine.generation import Generator
+        from corral.service.engine.tokenizer import Tokenizer
 
         self.config = config
         n_ctx = int(config["num_ctx"])
@@ -133,8 +136,9 @@ class Model:
         self.n_ctx = n_ctx
         self.embedding = embedding
         limit = n_batch if embedding else n_ctx  # a causal model embeds long inputs in several batches
-        self.embedder = Embedder(self.llama, limit, embedding, int(config.get("pack_tokens", 32)))
-        self.generator = None if embedding else Generator(self.llama, n_ctx, reply, self.n_parallel)
+        self.tokenizer = Tokenizer(self.llama)
+        self.embedder = Embedder(self.llama, limit, embedding, int(config.get("pack_tokens", 32)), self.tokenizer)
+        self.generator = None if embedding else Generator(self.llama, n_ctx, reply, self.n_parallel, self.tokenizer)
         self.warm_up()
 
     def warm_up(self) -> None:
@@ -165,9 +169,12 @@ class Model:
             finally:
                 if self.generator is not None:  # the embedder used (and cleared) the generation context
                     self.generator.reset_cache()
-        if kind == "tokenize":  # {"texts", "add_bos"} -> {"counts"}: chat truncation measures its candidates
+        if kind == "tokenize":
+            # {"texts", "add_bos", "limit"} -> {"counts"}: chat truncation measures its candidates against
+            # the context; past `limit` a count only says "more" (at least limit + 1), and costs no more.
             add_bos = bool(payload.get("add_bos", True))
-            return {"counts": [len(self.llama.tokenize(t.encode("utf-8"), add_bos=add_bos, special=True))
+            limit = payload.get("limit")
+            return {"counts": [len(self.tokenizer.tokenize(t, add_bos, True, limit=limit, cancelled=cancelled))
                                for t in payload.get("texts") or []]}
         if kind == "generate":
             raise RequestError("INVALID_ARGUMENT", "model does not support generate")
@@ -200,6 +207,7 @@ def main(conn, config: dict) -> None:
 
     jobs: queue.SimpleQueue = queue.SimpleQueue()
     cancelled: set[int] = set()
+    closing = threading.Event()  # "close" or the parent gone: the job in progress stops too
 
     def read():
         try:
@@ -214,6 +222,7 @@ def main(conn, config: dict) -> None:
                     jobs.put(message)
         except (EOFError, OSError):
             pass
+        closing.set()
         jobs.put(None)
 
     threading.Thread(target=read, name="runner-read", daemon=True).start()
@@ -228,7 +237,7 @@ def main(conn, config: dict) -> None:
             if job is None:
                 break
             if job is not _WAKE:
-                serve(model, job, cancelled, send)
+                serve(model, job, lambda _id: _id in cancelled or closing.is_set(), cancelled, send)
                 continue  # take every queued message before the next step
             if generator is None:
                 continue
@@ -254,21 +263,22 @@ def main(conn, config: dict) -> None:
 _WAKE = ("wake",)  # a queue entry that only wakes the main loop (a cancel arrived)
 
 
-def serve(model: Model, job: tuple, cancelled: set[int], send) -> None:
-    """Starts a generate request on the generator, or runs any other request to its end."""
+def serve(model: Model, job: tuple, stopped: Callable[[int], bool], cancelled: set[int], send) -> None:
+    """Starts a generate request on the generator (tokenizing its prompt), or runs any other request to its
+    end. stopped(req_id): the request was cancelled or the runner is closing; long steps (tokenizing a
+    huge text, embedding chunks) check it, so a cancel or close stops them within a bounded time."""
     kind, req_id, payload = job
+
+    def gone() -> bool:
+        return stopped(req_id)
+
     try:
-        if req_id in cancelled:
+        if gone():
             raise RequestError("CANCELLED", "request canceled")
         if kind == "generate" and model.generator is not None:
-            model.generator.submit(req_id, payload)
+            model.generator.submit(req_id, payload, gone)
             return
-        result = model.handle(
-            kind,
-            payload,
-            lambda item, _id=req_id: send(("item", _id, item)),
-            lambda _id=req_id: _id in cancelled,
-        )
+        result = model.handle(kind, payload, lambda item: send(("item", req_id, item)), gone)
         send(("done", req_id, result))
     except RequestError as exc:
         send(("error", req_id, exc.code, exc.message))
