@@ -103,6 +103,7 @@ bench: setup system-deps
 	$(PY) bench/generate_parallel.py
 	$(PY) bench/pull.py
 	$(PY) bench/convert.py
+	$(PY) bench/long_prompt.py
 
 clean:
 	rm -rf $(VENV) tests/polyglot/node_modules

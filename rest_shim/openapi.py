@@ -97,7 +97,8 @@ ERROR_STATUSES = {"400": "invalid request", "404": "model or blob not found",
                   "408": "request not received in time (CORRAL_REQUEST_READ_TIMEOUT)",
                   "413": "request body too large", "414": "request line too long",
                   "431": "request headers too large (CORRAL_MAX_HEADER_BYTES)",
-                  "500": "runner or storage failure", "503": "server busy or shutting down"}
+                  "500": "runner or storage failure", "503": "server busy or shutting down",
+                  "507": "no space left on device"}
 
 
 def _ref(name: str) -> dict:

@@ -230,7 +230,10 @@ class ManifestStore:
             finally:
                 tmp.unlink(missing_ok=True)
                 os.close(fd)
-            fsync_dir(path.parent)
+            try:
+                fsync_dir(path.parent)
+            except FileNotFoundError:  # another server deleted the new manifest and its folder since
+                pass
             return
 
     def delete(self, name: Name) -> None:

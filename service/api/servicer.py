@@ -96,7 +96,7 @@ class OllamaServicer(pb_grpc.OllamaServicer):
     @handle_errors
     def BlobExists(self, request, context):
         digest = parse_digest(request.digest)
-        if not self.store.blobs.has(digest):
+        if not self.store.blobs.intact(digest):  # a damaged blob is missing: the client uploads it again
             raise NotFound(f'blob "{request.digest}" not found')
         return pb.BlobExistsResponse()
 
@@ -106,7 +106,7 @@ class OllamaServicer(pb_grpc.OllamaServicer):
         if first is None or not first.digest:
             raise InvalidArgument("invalid digest format")
         digest = parse_digest(first.digest)
-        if self.store.blobs.has(digest):
+        if self.store.blobs.intact(digest):  # a damaged one is replaced by the bytes sent
             return pb.PushBlobResponse(created=False, digest=digest)
         # data: read-only views of the received messages; a large upload waits for a slot, then is
         # received ahead on a thread while it is hashed and written (api/blob_upload.py)

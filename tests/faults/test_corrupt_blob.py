@@ -112,3 +112,19 @@ def test_writing_the_right_bytes_again_repairs_a_damaged_blob(tmp_path):
     assert not store.blobs.intact(digest)
     assert store.blobs.write([data]) == (digest, True)  # damaged: replaced by the verified bytes
     assert store.blobs.intact(digest) and store.blobs.path(digest).read_bytes() == data
+
+
+def test_a_damaged_blob_is_missing_to_head_and_replaced_by_an_upload(server, shim, tmp_path):
+    """What the ollama client does before create (HEAD, then POST what is missing) repairs a damaged blob."""
+    data = os.urandom(50_000)
+    path = tmp_path / "data.bin"
+    path.write_bytes(data)
+    digest = file_digest(path)
+    url = f"{shim.url}/api/blobs/{digest}"
+    assert requests.post(url, data=data, timeout=30).status_code == 201
+    assert requests.head(url, timeout=30).status_code == 200
+    flip(server.store.blobs.path(digest))
+    assert requests.head(url, timeout=30).status_code == 404
+    assert requests.post(url, data=data, timeout=30).status_code == 201
+    assert requests.head(url, timeout=30).status_code == 200
+    assert server.store.blobs.path(digest).read_bytes() == data
