@@ -146,6 +146,8 @@ def _image(part: dict) -> bytes:
 
 def _tool_calls(calls) -> list:
     """OpenAI tool calls (arguments as a JSON string) -> Ollama's (arguments as an object)."""
+    if calls is not None and not isinstance(calls, list):
+        raise HTTPError(400, "invalid tool calls: expected an array")
     out = []
     for call in calls or []:
         function = call.get("function") if isinstance(call, dict) else None
@@ -165,9 +167,11 @@ def _tool_name(messages: list, message: dict) -> str:
         return str(message["name"])
     wanted = message.get("tool_call_id")
     for earlier in reversed(messages):
-        for call in (earlier.get("tool_calls") or []) if isinstance(earlier, dict) else []:
-            if isinstance(call, dict) and call.get("id") == wanted:
-                return str((call.get("function") or {}).get("name") or "")
+        calls = earlier.get("tool_calls") if isinstance(earlier, dict) else None
+        for call in calls if isinstance(calls, list) else []:
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict) and call.get("id") == wanted:
+                return str(function.get("name") or "")
     return ""
 
 

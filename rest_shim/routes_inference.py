@@ -229,6 +229,10 @@ def _chat_message(d) -> pb.Message:
                    thinking=b.get_str(d, "thinking"), tool_name=b.get_str(d, "tool_name"),
                    tool_call_id=b.get_str(d, "tool_call_id"), images=_images(d))
     for call in b.get_list(d, "tool_calls"):
+        if not isinstance(call, dict):
+            kind = {list: "array", str: "string", bool: "bool", int: "number", float: "number"}.get(type(call), "value")
+            raise HTTPError(400, f"json: cannot unmarshal {kind} into Go struct field "
+                                 "Message.messages.tool_calls of type api.ToolCall")
         m.tool_calls.append(b.to_struct(call))
     return m
 

@@ -225,3 +225,17 @@ def test_unexpected_errors_are_json_500(shim, monkeypatch):
     assert r.status_code == 500
     assert r.headers["Content-Type"].startswith("application/json")
     assert r.json() == {"error": "internal server error"}
+
+
+@pytest.mark.parametrize("calls", [[["x"]], [[{"": 1}], 5], "call", [True], 7, True])
+def test_tool_calls_that_are_not_objects_are_400(shim, model, calls):
+    """Found by the fuzzer once the document described messages: a tool call that is not an object was a 500
+    on /api/chat, and tool_calls that are not a list one on /v1/chat/completions."""
+    r = send(shim, "POST", "/api/chat", {"model": model, "stream": False, "options": {"num_predict": 2},
+                                         "messages": [{"role": "assistant", "content": "", "tool_calls": calls}]})
+    assert_clean_4xx(r)
+    r = send(shim, "POST", "/v1/chat/completions", {"model": model, "max_tokens": 2, "messages": [
+        {"role": "assistant", "tool_calls": calls}, {"role": "tool", "tool_call_id": "a", "content": "x"}]})
+    assert_clean_4xx(r)
+    assert isinstance(r.json()["error"], dict)
+    assert_healthy(shim)
