@@ -4,10 +4,16 @@ Everything runs for real in the test process (store on tmp_path, servicer, chann
 official `ollama` client talks to the shim over loopback HTTP exactly as a user's program would.
 """
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
+# Tests fork this process (pexpect runs the CLI in a pty) while its gRPC threads are busy; gRPC's fork
+# handlers then skip, and the child could inherit a half-copied poller and die before its exec ("epoll_wait
+# error: Bad file descriptor", seen once under CI load). Nothing here needs gRPC in a forked child.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+import grpc  # noqa: E402
 import pytest
 
 from corral.protos.ollama.v1 import ollama_pb2_grpc as pb_grpc

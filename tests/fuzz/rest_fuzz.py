@@ -105,6 +105,12 @@ def _steer(case, use_model: bool, model: str) -> None:
         body["options"] = opts
     if case.path in ("/v1/chat/completions", "/v1/completions"):
         body["max_tokens"] = 4
+    if case.path == "/v1/chat/completions" and use_model and isinstance(body.get("messages"), list):
+        # generated messages rarely carry content the shim accepts: give them text and end with a plain user
+        # turn, so that the fuzzed turns (roles, tool calls, names) reach the template, the model and 200
+        turns = [dict(m, content=m["content"] if isinstance(m.get("content"), str) else "")
+                 for m in body["messages"][:3] if isinstance(m, dict)]
+        body["messages"] = [*turns, {"role": "user", "content": "hi"}]
     if case.path == "/api/delete" and body.get("model") in MODELS + ("tiny:latest",):
         body["model"] = "not-" + str(body["model"])  # the fuzzed store keeps its models
 

@@ -49,13 +49,13 @@ def test_calls_past_the_stream_limit_wait_for_a_stream(start_server, monkeypatch
     monkeypatch.setenv("CORRAL_GRPC_MAX_STREAMS", "2")
     servicer, target = start_server(max_requests=10)
     release, arrived = threading.Event(), threading.Semaphore(0)
-    real_has = servicer.store.blobs.has
+    real_has = servicer.store.blobs.intact
 
     def has(*args, **kwargs):  # a PushBlob whose first message reached the service: its stream is open
         arrived.release()
         return real_has(*args, **kwargs)
 
-    monkeypatch.setattr(servicer.store.blobs, "has", has)
+    monkeypatch.setattr(servicer.store.blobs, "intact", has)
 
     def held():
         yield pb.PushBlobRequest(digest="sha256:" + "a" * 64)

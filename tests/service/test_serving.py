@@ -97,13 +97,13 @@ def small_server(store_root):
 def hold_uploads(stub, servicer, count, monkeypatch):
     """`count` PushBlob calls that stay open (in the service) until the returned event is set."""
     release, arrived = threading.Event(), threading.Semaphore(0)
-    real_has = servicer.store.blobs.has
+    real_has = servicer.store.blobs.intact
 
     def has(*args, **kwargs):  # the call's first message arrived: the call is in
         arrived.release()
         return real_has(*args, **kwargs)
 
-    monkeypatch.setattr(servicer.store.blobs, "has", has)
+    monkeypatch.setattr(servicer.store.blobs, "intact", has)
 
     def messages():
         yield pb.PushBlobRequest(digest="sha256:" + "a" * 64)
@@ -148,13 +148,13 @@ def test_rest_past_capacity_is_refused_at_once(server, monkeypatch):
     url = f"http://127.0.0.1:{http.bind_addr[1]}"
     release, arrived = threading.Event(), threading.Semaphore(0)
     blobs = server.servicer.store.blobs
-    real_has = blobs.has
+    real_has = blobs.intact
 
     def has(*args, **kwargs):  # an upload that reached the service holds its REST slot until it ends
         arrived.release()
         return real_has(*args, **kwargs)
 
-    monkeypatch.setattr(blobs, "has", has)
+    monkeypatch.setattr(blobs, "intact", has)
 
     def slow_body():
         yield b"x"
