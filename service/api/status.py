@@ -21,6 +21,9 @@ log = logging.getLogger("corral.service")
 # character), and headers past the metadata limit (8 KiB by default) kill the whole stream ("Stream
 # removed"). An error that echoes what the caller sent (a 1 MiB model name) is cut to this many characters.
 MAX_MESSAGE_CHARS = 1024
+# A cancellation this close to the call's deadline is the deadline (cancel_event's timer fires at it; timers
+# and the clock differ by milliseconds).
+DEADLINE_SLACK = 0.05
 
 
 def capped(message: str) -> str:
@@ -29,6 +32,11 @@ def capped(message: str) -> str:
         return message
     suffix = f"... ({len(message)} characters)"
     return message[: MAX_MESSAGE_CHARS - len(suffix)] + suffix
+
+
+def _deadline_passed(context) -> bool:
+    remaining = context.time_remaining()
+    return remaining is not None and remaining < DEADLINE_SLACK
 
 
 def _abort(context, exc: BaseException):
@@ -40,6 +48,10 @@ def _abort(context, exc: BaseException):
         # whose request iterator failed.
         raise exc
     if isinstance(exc, CorralError):
+        if exc.code == "CANCELLED" and _deadline_passed(context):
+            # cancel_event's timer fired: the caller's deadline, which its status must name (our status can
+            # reach the client before its own timer says DEADLINE_EXCEEDED)
+            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
         context.abort(grpc.StatusCode[exc.code], capped(exc.message))
     log.exception("internal error")
     context.abort(grpc.StatusCode.INTERNAL, capped(str(exc) or exc.__class__.__name__))
