@@ -3,6 +3,7 @@
 Everything goes through the public API (gRPC here), so these helpers exercise the real paths too.
 """
 
+import threading
 from pathlib import Path
 
 from corral.protos.ollama.v1 import ollama_pb2 as pb
@@ -32,3 +33,31 @@ def create_from_gguf(stub, tmp_path: Path, name: str, kind: str = "llama", **cre
     req = pb.CreateRequest(model=name, **create_fields)
     req.files["model.gguf"] = digest
     return [p.status for p in stub.Create(req)]
+
+
+def hold_uploads(stub, servicer, count, monkeypatch):
+    """`count` PushBlob calls on `stub` that stay open in the service (each holds its stream and a server
+    slot) until the returned event is set; returns once all of them reached the service."""
+    import grpc
+    import pytest
+
+    release, arrived = threading.Event(), threading.Semaphore(0)
+    real_intact = servicer.store.blobs.intact
+
+    def intact(*args, **kwargs):  # PushBlob asks first: the call's first message arrived, the call is in
+        arrived.release()
+        return real_intact(*args, **kwargs)
+
+    monkeypatch.setattr(servicer.store.blobs, "intact", intact)
+
+    def messages():
+        yield pb.PushBlobRequest(digest="sha256:" + "a" * 64)
+        release.wait(30)
+
+    threads = [threading.Thread(target=lambda: pytest.raises(grpc.RpcError, stub.PushBlob, messages()))
+               for _ in range(count)]
+    for t in threads:
+        t.start()
+    for _ in range(count):
+        assert arrived.acquire(timeout=10)
+    return release, threads

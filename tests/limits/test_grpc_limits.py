@@ -6,13 +6,13 @@ the client for a stream (they neither fail nor reach the server), while another 
 once. A message past the size limit is refused with RESOURCE_EXHAUSTED and the server goes on serving.
 """
 
-import threading
 
 import grpc
 import pytest
 
 from corral.protos.ollama.v1 import ollama_pb2 as pb
 from corral.protos.ollama.v1 import ollama_pb2_grpc as pb_grpc
+from tests.models_helpers import hold_uploads
 
 
 @pytest.fixture
@@ -48,28 +48,10 @@ def test_default_streams_per_connection_is_the_capacity_plus_spares(monkeypatch)
 def test_calls_past_the_stream_limit_wait_for_a_stream(start_server, monkeypatch):
     monkeypatch.setenv("CORRAL_GRPC_MAX_STREAMS", "2")
     servicer, target = start_server(max_requests=10)
-    release, arrived = threading.Event(), threading.Semaphore(0)
-    real_has = servicer.store.blobs.intact
-
-    def has(*args, **kwargs):  # a PushBlob whose first message reached the service: its stream is open
-        arrived.release()
-        return real_has(*args, **kwargs)
-
-    monkeypatch.setattr(servicer.store.blobs, "intact", has)
-
-    def held():
-        yield pb.PushBlobRequest(digest="sha256:" + "a" * 64)
-        release.wait(30)
-
     own = [("grpc.use_local_subchannel_pool", 1)]  # two channels, two connections (not one shared)
     with grpc.insecure_channel(target, options=own) as channel, grpc.insecure_channel(target, options=own) as other:
         stub = pb_grpc.OllamaStub(channel)
-        holders = [threading.Thread(target=lambda: pytest.raises(grpc.RpcError, stub.PushBlob, held()))
-                   for _ in range(2)]
-        for t in holders:
-            t.start()
-        for _ in holders:
-            assert arrived.acquire(timeout=10)
+        release, holders = hold_uploads(stub, servicer, 2, monkeypatch)
         third = stub.List.future(pb.ListRequest(), timeout=20)
         try:
             with pytest.raises(grpc.FutureTimeoutError):

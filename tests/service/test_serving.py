@@ -22,7 +22,7 @@ from corral.protos.ollama.v1 import ollama_pb2_grpc as pb_grpc
 from corral.rest_shim.errors import BUSY
 from corral.service.api.blob_upload import parse_push_blob
 from corral.service.reflection import V1_SERVICE_NAME, V1ALPHA_SERVICE_NAME
-from tests.models_helpers import create_from_gguf
+from tests.models_helpers import create_from_gguf, hold_uploads
 
 
 def busy_json():
@@ -94,30 +94,6 @@ def small_server(store_root):
         close_servicer(servicer)
 
 
-def hold_uploads(stub, servicer, count, monkeypatch):
-    """`count` PushBlob calls that stay open (in the service) until the returned event is set."""
-    release, arrived = threading.Event(), threading.Semaphore(0)
-    real_has = servicer.store.blobs.intact
-
-    def has(*args, **kwargs):  # the call's first message arrived: the call is in
-        arrived.release()
-        return real_has(*args, **kwargs)
-
-    monkeypatch.setattr(servicer.store.blobs, "intact", has)
-
-    def messages():
-        yield pb.PushBlobRequest(digest="sha256:" + "a" * 64)
-        release.wait(30)
-
-    threads = [threading.Thread(target=lambda: pytest.raises(grpc.RpcError, stub.PushBlob, messages()))
-               for _ in range(count)]
-    for t in threads:
-        t.start()
-    for _ in range(count):
-        assert arrived.acquire(timeout=10)
-    return release, threads
-
-
 def test_grpc_past_capacity_is_refused_at_once_and_rest_says_busy(small_server, monkeypatch):
     stub, url, servicer = small_server
     release, threads = hold_uploads(stub, servicer, 2, monkeypatch)
@@ -148,13 +124,13 @@ def test_rest_past_capacity_is_refused_at_once(server, monkeypatch):
     url = f"http://127.0.0.1:{http.bind_addr[1]}"
     release, arrived = threading.Event(), threading.Semaphore(0)
     blobs = server.servicer.store.blobs
-    real_has = blobs.intact
+    real_intact = blobs.intact
 
-    def has(*args, **kwargs):  # an upload that reached the service holds its REST slot until it ends
+    def intact(*args, **kwargs):  # an upload that reached the service holds its REST slot until it ends
         arrived.release()
-        return real_has(*args, **kwargs)
+        return real_intact(*args, **kwargs)
 
-    monkeypatch.setattr(blobs, "intact", has)
+    monkeypatch.setattr(blobs, "intact", intact)
 
     def slow_body():
         yield b"x"
